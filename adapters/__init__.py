@@ -1,0 +1,1 @@
+"""Adapters: where streams meet the outside world."""

@@ -1,0 +1,1 @@
+"""Pipeable operators for rxstreams."""

@@ -1,0 +1,100 @@
+"""The Broker protocol shared by the embedded broker and the NATS and Redis brokers.
+
+Positions are ordered across all subjects of one broker (a single log, like a
+JetStream stream or a Redis stream) and carry an *epoch* that changes whenever
+history is lost. ``subscribe(pattern, since=p)`` delivers every matching event after
+``p``; when events after ``p`` are no longer retained it fails with :class:`GapError`,
+which names the earliest position still available. Nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from reactivex import Observable
+
+from .event import Event
+
+__all__ = ["Broker", "GapError", "Position", "PositionError", "Retention"]
+
+
+class PositionError(ValueError):
+    """A position string that cannot be parsed."""
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Position:
+    """A place in a broker's log: ``epoch`` plus a monotonic ``offset``.
+
+    Written as ``"<epoch>-<offset>"`` (what SSE ``id:`` lines and ``since`` carry).
+
+    >>> Position.parse("k3f9-42")
+    Position(epoch='k3f9', offset=42)
+    >>> str(Position("k3f9", 42))
+    'k3f9-42'
+    """
+
+    epoch: str
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch}-{self.offset}"
+
+    @classmethod
+    def parse(cls, text: str) -> Position:
+        epoch, sep, offset = text.rpartition("-")
+        if not sep or not epoch or not offset.isdigit() or len(offset) > 19:
+            raise PositionError(f"not a position: {text!r} (expected '<epoch>-<offset>')")
+        return cls(epoch, int(offset))
+
+
+class GapError(Exception):
+    """Events after ``requested`` are gone; ``earliest`` is the first still retained.
+
+    ``earliest`` is ``None`` when the broker holds no history at all.
+    Resume with ``since=gap.resume_from`` to continue from the oldest retained event.
+    """
+
+    def __init__(self, requested: Position, earliest: Position | None, reason: str) -> None:
+        where = str(earliest) if earliest else "nothing retained"
+        super().__init__(f"gap after {requested}: {reason}; earliest available is {where}")
+        self.requested = requested
+        self.earliest = earliest
+        self.reason = reason
+
+    @property
+    def resume_from(self) -> Position | None:
+        """The ``since`` value that replays everything still retained."""
+        if self.earliest is None:
+            return None
+        return Position(self.earliest.epoch, self.earliest.offset - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """History limits; ``None`` means unbounded on that axis (bound at least one)."""
+
+    max_events: int | None = 100_000
+    max_bytes: int | None = 64 * 1024 * 1024
+    max_age: float | None = None  # seconds
+    max_per_subject: int | None = 1_000
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """What every broker offers. The embedded :class:`~streams.memory.MemoryBroker` is sync;
+    networked brokers expose the same names with ``publish`` awaitable (see ``apublish``)."""
+
+    @property
+    def epoch(self) -> str: ...
+
+    async def apublish(self, subject: str, event: Event | Any) -> Position:
+        """Publish and wait for the broker's acknowledgement."""
+        ...
+
+    def subscribe(self, pattern: str, since: Position | None = None) -> Observable[Event]:
+        """A hot stream of events matching ``pattern``: history after ``since``, then live."""
+        ...
+
+    async def close(self) -> None: ...
