@@ -27,7 +27,7 @@ def chat_messages(seed: int = 0, rooms: tuple[str, ...] = _ROOMS) -> Iterator[Ev
     """An endless, reproducible stream of chat messages on ``chat.<room>.msg``.
 
     >>> [e.subject for e in __import__("itertools").islice(chat_messages(1), 2)]
-    ['chat.lobby.msg', 'chat.dev.msg']
+    ['chat.random.msg', 'chat.ops.msg']
     """
     rnd = random.Random(seed)
     n = 0
