@@ -12,6 +12,7 @@ import contextlib
 import os
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 from reactivex import Observable, abc
@@ -50,8 +51,11 @@ class MemoryBroker:
     ([{'text': 'hi'}], 1)
     """
 
-    def __init__(self, retention: Retention | None = None) -> None:
+    def __init__(
+        self, retention: Retention | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.retention = retention or Retention()
+        self._clock = clock
         self._epoch = os.urandom(4).hex()
         self._offset = 0
         self._log: OrderedDict[int, _Entry] = OrderedDict()
@@ -104,7 +108,7 @@ class MemoryBroker:
         event = event.stamped(subject, f"{self._epoch}-{off}")
         r = self.retention
         size = len(event.encode()) if r.max_bytes is not None else 0
-        self._log[off] = (off, event, size, time.monotonic() if r.max_age else 0.0)
+        self._log[off] = (off, event, size, self._clock() if r.max_age else 0.0)
         self._bytes += size
         per = self._by_subject[subject]
         per.append(off)
@@ -187,7 +191,7 @@ class MemoryBroker:
         max_age = self.retention.max_age
         if not max_age or not self._log:
             return
-        cutoff = time.monotonic() - max_age
+        cutoff = self._clock() - max_age
         while self._log:
             first = next(iter(self._log.values()))
             if first[3] >= cutoff:
@@ -234,6 +238,7 @@ class MemoryBroker:
         Raises :class:`GapError` if events after ``since`` were evicted.
         """
         validate_pattern(pattern)
+        self._expire()
         start = 0
         if since is not None:
             since = Position.parse(since) if isinstance(since, str) else since
@@ -250,6 +255,7 @@ class MemoryBroker:
     def last(self, pattern: str, n: int) -> list[Event]:
         """The newest ``n`` retained events matching ``pattern``, oldest first."""
         validate_pattern(pattern)
+        self._expire()
         out: list[Event] = []
         for _, event, _, _ in reversed(self._log.values()):
             if len(out) >= n:

@@ -14,7 +14,8 @@ from typing import IO, Any, TypeVar
 import orjson
 import reactivex
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
+from reactivex.disposable import CompositeDisposable, Disposable
+from reactivex.scheduler import CurrentThreadScheduler
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from .event import Event, EventError
@@ -45,9 +46,11 @@ def _cancel(task: asyncio.Task[Any]) -> None:
 
 
 def from_iterable(items: Iterable[T]) -> Observable[T]:
-    """Emit each item synchronously on subscribe, then complete. Cold; stops on dispose.
+    """Emit each item on subscribe, then complete. Cold; stops promptly on dispose.
 
-    A tight loop with no scheduler hop per item, unlike ``reactivex.from_iterable``.
+    One tight loop with no scheduler hop per item (unlike ``reactivex.from_iterable``),
+    started on the subscribe-time scheduler (the current-thread trampoline by default)
+    so that downstream disposal, such as ``take(n)``, is wired up before the first item.
 
     >>> from_iterable([1, 2, 3]).subscribe(print)  # doctest: +ELLIPSIS
     1
@@ -59,19 +62,26 @@ def from_iterable(items: Iterable[T]) -> Observable[T]:
     def on_subscribe(
         observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
-        # Observable.subscribe hands us an AutoDetachObserver whose ``is_stopped`` turns
-        # true when downstream disposes (take(n), an error), so the loop ends promptly.
-        on_next = observer.on_next
-        try:
-            for item in items:
-                if getattr(observer, "is_stopped", False):
-                    break
-                on_next(item)
+        stopped = False
+
+        def run(_: abc.SchedulerBase, __: Any = None) -> None:
+            on_next = observer.on_next
+            try:
+                for item in items:
+                    if stopped:
+                        return
+                    on_next(item)
+            except Exception as exc:
+                observer.on_error(exc)
             else:
                 observer.on_completed()
-        except Exception as exc:
-            observer.on_error(exc)
-        return Disposable()
+
+        def stop() -> None:
+            nonlocal stopped
+            stopped = True
+
+        sched = scheduler or CurrentThreadScheduler.singleton()
+        return CompositeDisposable(sched.schedule(run), Disposable(stop))
 
     return Observable(on_subscribe)
 

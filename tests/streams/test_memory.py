@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams import Event, GapError, MemoryBroker, Position, Retention, SubjectError, match
+
+SUBJECTS = ["chat.a.msg", "chat.b.msg", "chat.a.typing", "sys.health"]
+PATTERNS = ["chat.>", "chat.*.msg", "chat.a.*", ">", "sys.health", "none.here"]
+
+
+def offsets(events: list[Event]) -> list[int]:
+    return [Position.parse(e.sequence or "").offset for e in events]
+
+
+def test_publish_returns_ordered_positions_across_subjects():
+    b = MemoryBroker()
+    ps = [b.publish(s, i) for i, s in enumerate(SUBJECTS)]
+    assert [p.offset for p in ps] == [1, 2, 3, 4]
+    assert {p.epoch for p in ps} == {b.epoch}
+    assert b.latest() == ps[-1] and b.earliest() == ps[0]
+
+
+def test_events_are_stamped_with_subject_and_position():
+    b = MemoryBroker()
+    got: list[Event] = []
+    b.subscribe("chat.>").subscribe(got.append)
+    p = b.publish("chat.a.msg", Event.create({"t": 1}, subject="ignored"))
+    assert got[0].subject == "chat.a.msg" and got[0].sequence == str(p)
+
+
+op = st.one_of(
+    st.tuples(st.just("pub"), st.sampled_from(SUBJECTS)),
+    st.tuples(st.just("sub"), st.sampled_from(PATTERNS), st.none() | st.integers(0, 30)),
+    st.tuples(st.just("echo"), st.sampled_from(PATTERNS), st.integers(0, 30)),
+)
+
+
+@given(st.lists(op, max_size=40))
+def test_replay_then_live_never_loses_or_duplicates(ops: list[tuple]):
+    """Every subscriber sees exactly the matching events after its start, in log order,
+    including events that subscribers publish from inside on_next (re-entrancy)."""
+    b = MemoryBroker(Retention(max_events=None, max_bytes=None, max_per_subject=None))
+    subs: list[tuple[str, int, list[Event]]] = []
+    echoes = [0]
+    for o in ops:
+        if o[0] == "pub":
+            b.publish(o[1], {})
+            continue
+        pattern, since = o[1], o[2]
+        latest = b.latest().offset if b.latest() else 0
+        start = latest if since is None else min(since, latest)
+        got: list[Event] = []
+
+        def on_next(e: Event, got: list[Event] = got, echo: bool = o[0] == "echo") -> None:
+            got.append(e)
+            if echo and echoes[0] < 20 and e.subject != "sys.health":
+                echoes[0] += 1
+                b.publish("sys.health", {"echo": e.sequence})
+
+        sp = None if since is None else Position(b.epoch, start)
+        b.subscribe(pattern, since=sp).subscribe(on_next)
+        subs.append((pattern, start, got))
+    log = b.history(">")
+    for pattern, start, got in subs:
+        expected = [e.sequence for e in log if match(pattern, e.subject or "")]
+        expected = [s for s in expected if Position.parse(s or "").offset > start]
+        assert [e.sequence for e in got] == expected
+
+
+def test_since_as_string_and_dispose_stops_delivery():
+    b = MemoryBroker()
+    p = b.publish("chat.a.msg", 1)
+    b.publish("chat.a.msg", 2)
+    got: list[object] = []
+    d = b.subscribe("chat.>", since=str(p)).subscribe(lambda e: got.append(e.data))
+    b.publish("chat.a.msg", 3)
+    d.dispose()
+    b.publish("chat.a.msg", 4)
+    assert got == [2, 3]
+    assert b.subscriber_count == 0
+
+
+def test_retention_by_count_reports_gap_with_earliest():
+    b = MemoryBroker(Retention(max_events=3, max_bytes=None, max_per_subject=None))
+    first = b.publish("chat.a.msg", 0)
+    for i in range(1, 6):
+        b.publish("chat.a.msg", i)
+    assert len(b) == 3
+    errors: list[Exception] = []
+    b.subscribe("chat.>", since=first).subscribe(on_error=errors.append)
+    gap = errors[0]
+    assert isinstance(gap, GapError)
+    assert gap.earliest == Position(b.epoch, 4) and gap.requested == first
+    # resuming from the gap's suggestion replays everything retained, nothing skipped silently
+    got: list[Event] = []
+    b.subscribe("chat.>", since=gap.resume_from).subscribe(got.append)
+    assert offsets(got) == [4, 5, 6]
+
+
+def test_resume_exactly_at_the_edge_is_not_a_gap():
+    b = MemoryBroker(Retention(max_events=2, max_bytes=None, max_per_subject=None))
+    ps = [b.publish("x", i) for i in range(4)]
+    got: list[Event] = []
+    b.subscribe(">", since=ps[1]).subscribe(got.append, on_error=pytest.fail)
+    assert offsets(got) == [3, 4]
+
+
+def test_per_subject_limit_protects_quiet_rooms():
+    b = MemoryBroker(Retention(max_events=None, max_bytes=None, max_per_subject=5))
+    quiet = b.publish("chat.quiet.msg", "hello")
+    for i in range(100):
+        b.publish("chat.busy.msg", i)
+    assert [e.data for e in b.history("chat.quiet.msg")] == ["hello"]
+    assert len(b.history("chat.busy.msg")) == 5
+    # the quiet room can still resume from before the flood: nothing of it was lost
+    got: list[Event] = []
+    b.subscribe("chat.quiet.msg", since=Position(b.epoch, 0)).subscribe(got.append)
+    assert [e.sequence for e in got] == [str(quiet)]
+    # but the busy room lost events after position 0
+    with pytest.raises(GapError):
+        b.history("chat.busy.msg", since=Position(b.epoch, 0))
+
+
+def test_retention_by_bytes():
+    b = MemoryBroker(Retention(max_events=None, max_bytes=2000, max_per_subject=None))
+    for i in range(100):
+        b.publish("x", "y" * 100)
+    size = sum(e.size for e in b.history(">"))
+    assert size <= 2000 and len(b) >= 5
+
+
+def test_retention_by_age_uses_the_clock():
+    now = [0.0]
+    b = MemoryBroker(Retention(max_age=10, max_per_subject=None), clock=lambda: now[0])
+    old = b.publish("x", 1)
+    now[0] = 5
+    b.publish("x", 2)
+    now[0] = 12
+    assert [e.data for e in b.history(">")] == [2]
+    with pytest.raises(GapError):
+        b.history(">", since=Position(b.epoch, old.offset - 1))
+
+
+def test_purge_changes_epoch_and_old_positions_gap():
+    b = MemoryBroker()
+    p = b.publish("x", 1)
+    old_epoch = b.epoch
+    b.purge()
+    assert b.epoch != old_epoch and len(b) == 0
+    with pytest.raises(GapError, match="epoch"):
+        b.history(">", since=p)
+    assert b.publish("x", 2).offset == 1
+
+
+def test_position_ahead_of_log_is_a_gap():
+    b = MemoryBroker()
+    b.publish("x", 1)
+    with pytest.raises(GapError, match="ahead"):
+        b.history(">", since=Position(b.epoch, 99))
+
+
+def test_a_faulty_consumer_harms_nobody_else():
+    b = MemoryBroker()
+    good: list[object] = []
+    errors: list[Exception] = []
+
+    def bad(e: Event) -> None:
+        raise RuntimeError("boom")
+
+    b.subscribe(">").subscribe(bad, on_error=errors.append)
+    b.subscribe(">").subscribe(lambda e: good.append(e.data))
+    b.publish("x", 1)
+    b.publish("x", 2)
+    assert good == [1, 2]
+    assert len(errors) == 1 and b.failed_subscribers == 1 and b.subscriber_count == 1
+
+
+def test_bad_subjects_and_patterns_raise():
+    b = MemoryBroker()
+    with pytest.raises(SubjectError):
+        b.publish("chat.*", 1)
+    with pytest.raises(SubjectError):
+        b.subscribe("a..b")
+    assert b.latest() is None
+
+
+def test_last_n_and_history_limit():
+    b = MemoryBroker()
+    for i in range(10):
+        b.publish(f"chat.{'a' if i % 2 else 'b'}.msg", i)
+    assert [e.data for e in b.last("chat.a.msg", 3)] == [5, 7, 9]
+    assert [e.data for e in b.history("chat.>", limit=2)] == [0, 1]
+
+
+async def test_close_completes_subscribers():
+    b = MemoryBroker()
+    done: list[bool] = []
+    b.subscribe(">").subscribe(on_completed=lambda: done.append(True))
+    await b.close()
+    assert done == [True]
+    with pytest.raises(RuntimeError):
+        b.publish("x", 1)
+
+
+def test_publish_cost_depends_on_matching_subscribers_only():
+    b = MemoryBroker()
+    for i in range(1000):
+        b.subscribe(f"room{i}.>").subscribe(lambda e: None)
+    b.publish("room7.msg", 1)
+    assert len(b._index.lookup("room7.msg")) == 1
