@@ -125,7 +125,7 @@ def test_per_subject_limit_protects_quiet_rooms():
 
 def test_retention_by_bytes():
     b = MemoryBroker(Retention(max_events=None, max_bytes=2000, max_per_subject=None))
-    for i in range(100):
+    for _ in range(100):
         b.publish("x", "y" * 100)
     size = sum(e.size for e in b.history(">"))
     assert size <= 2000 and len(b) >= 5
