@@ -1,0 +1,100 @@
+"""Observables backed by an asyncio task: how networked subscriptions are delivered.
+
+A subscription to a NATS or Redis broker is a loop that awaits the server. Subscribing to
+the observable starts that loop as a task on the running event loop; disposing cancels it.
+The loop calls ``emit`` for each event; when it returns the observer completes, when it
+raises the observer gets the error. A faulty observer (``on_next`` raising) ends only its
+own subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+
+from streams import Event
+
+__all__ = ["Emit", "TaskFeeds"]
+
+Emit = Callable[[Event], None]
+
+
+class TaskFeeds:
+    """Starts, tracks and stops subscription tasks of one broker.
+
+    >>> async def demo():
+    ...     feeds = TaskFeeds()
+    ...     async def body(emit):
+    ...         emit(Event.create(1, id="a"))
+    ...     got = []
+    ...     obs = feeds.observable(body)
+    ...     done = asyncio.Event()
+    ...     obs.subscribe(lambda e: got.append(e.id), on_completed=done.set)
+    ...     await done.wait()
+    ...     return got
+    >>> asyncio.run(demo())
+    ['a']
+    """
+
+    def __init__(self) -> None:
+        self._live: dict[asyncio.Task[None], abc.ObserverBase[Event]] = {}
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def observable(self, body: Callable[[Emit], Awaitable[None]]) -> Observable[Event]:
+        """A cold-to-subscribe, hot-once-running observable driven by ``body(emit)``."""
+
+        def on_subscribe(
+            observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            if self.closed:
+                observer.on_completed()
+                return Disposable()
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise RuntimeError(
+                    "networked broker subscriptions need a running asyncio event loop"
+                ) from None
+            task = loop.create_task(self._run(body, observer))
+            self._live[task] = observer
+            task.add_done_callback(lambda t: self._live.pop(t, None))
+
+            def dispose() -> None:
+                task.cancel()
+
+            return Disposable(dispose)
+
+        return Observable(on_subscribe)
+
+    async def _run(
+        self, body: Callable[[Emit], Awaitable[None]], observer: abc.ObserverBase[Event]
+    ) -> None:
+        try:
+            await body(observer.on_next)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                observer.on_error(exc)
+            return
+        observer.on_completed()
+
+    async def close(self) -> None:
+        """Cancel every running subscription and complete its observer."""
+        self.closed = True
+        live = list(self._live.items())
+        self._live.clear()
+        for task, _ in live:
+            task.cancel()
+        for task, observer in live:
+            with contextlib.suppress(BaseException):
+                await task
+            with contextlib.suppress(Exception):
+                observer.on_completed()

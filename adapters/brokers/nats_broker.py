@@ -1,0 +1,378 @@
+"""NatsBroker: the Broker protocol on one NATS JetStream stream (nats-py).
+
+A stream named ``S`` captures the subjects ``S.>``; the event ``chat.lobby.msg`` travels as
+``S.chat.lobby.msg`` and patterns become the consumer's filter subject, so the server does
+the filtering. Positions are ``<epoch>-<stream sequence>``.
+
+Epoch: a hash of the stream's name and creation time, so deleting and recreating the stream
+(or losing it with the server's storage) starts a new epoch. A purge keeps the stream and
+its sequence numbers; it is detected from the stream's ``first_seq`` jumping past
+``since``, which reports :class:`~streams.GapError` the same way retention does.
+
+Retention maps to the stream limits (``max_msgs``, ``max_bytes``, ``max_age``,
+``max_msgs_per_subject``, discarding old messages). A gap is reported when the stream's
+first retained sequence is past ``since``; messages dropped from the middle of the log by
+the per-subject limit are not detected as a gap.
+
+The event id travels in ``Nats-Msg-Id`` so the server drops a retried publish (duplicate
+window: 2 minutes). Subscriptions are ephemeral push consumers with flow control and
+heartbeats, recreated from the last delivered sequence when the connection drops;
+competing consumers are durable pull consumers named after the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StreamConfig,
+    StreamInfo,
+)
+from reactivex import Observable
+
+from streams import Event, GapError, Position, Retention, validate_pattern, validate_subject
+
+from .backoff import Backoff
+from .errors import PublishError
+from .feed import Emit, TaskFeeds
+from .positions import check_since
+from .url import BrokerSettings
+
+__all__ = ["NatsBroker"]
+
+_TRANSIENT = (nats.errors.Error, asyncio.TimeoutError, OSError)
+
+
+class _Reset(Exception):
+    """The push consumer lost its place (missed heartbeats, a skipped delivery)."""
+
+
+def epoch_of(info: StreamInfo) -> str:
+    """The epoch of a stream: changes when the stream is recreated."""
+    created = info.created.isoformat() if info.created else ""
+    return hashlib.sha1(f"{info.config.name}|{created}".encode()).hexdigest()[:8]
+
+
+class NatsBroker:
+    """Events in a JetStream stream, shared by every process that names the same stream.
+
+    >>> async def demo():  # doctest: +SKIP
+    ...     broker = NatsBroker("nats://127.0.0.1:4222", stream="chat")
+    ...     pos = await broker.apublish("chat.lobby.msg", {"text": "hi"})
+    ...     await broker.close()
+    ...     return pos.offset
+    """
+
+    def __init__(
+        self,
+        url: str = "nats://127.0.0.1:4222",
+        stream: str = "rxstreams",
+        retention: Retention | None = None,
+        ack_wait: float = 30.0,
+        heartbeat: float = 1.0,
+        publish_attempts: int = 3,
+        timeout: float = 2.0,
+    ) -> None:
+        self.url = url
+        self.stream = stream
+        self.retention = retention or Retention()
+        self.ack_wait = ack_wait
+        self.heartbeat = heartbeat
+        self.publish_attempts = publish_attempts
+        self.timeout = timeout
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._lock = asyncio.Lock()
+        self._epoch = ""
+        self._feeds = TaskFeeds()
+
+    @classmethod
+    def from_settings(cls, settings: BrokerSettings) -> NatsBroker:
+        return cls(settings.server, settings.stream, settings.retention, settings.ack_wait)
+
+    # -- connection ---------------------------------------------------------------
+    def _stream_config(self) -> StreamConfig:
+        r = self.retention
+        return StreamConfig(
+            name=self.stream,
+            subjects=[f"{self.stream}.>"],
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            max_msgs=r.max_events or -1,
+            max_bytes=r.max_bytes or -1,
+            max_age=r.max_age or 0,
+            max_msgs_per_subject=r.max_per_subject or -1,
+            duplicate_window=120.0,
+        )
+
+    async def connect(self) -> NatsBroker:
+        """Connect (reconnecting forever once connected) and create the stream if missing."""
+        await self._info()
+        return self
+
+    async def _client(self) -> tuple[Client, JetStreamContext]:
+        async with self._lock:
+            if self._nc is None or self._nc.is_closed:
+                self._nc = await nats.connect(
+                    self.url,
+                    connect_timeout=2,
+                    reconnect_time_wait=0.2,
+                    max_reconnect_attempts=-1,
+                    allow_reconnect=True,
+                    name=f"rxstreams:{self.stream}",
+                )
+                self._js = self._nc.jetstream(timeout=self.timeout)
+            assert self._js is not None
+            return self._nc, self._js
+
+    async def _info(self) -> StreamInfo:
+        _, js = await self._client()
+        try:
+            info = await js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            info = await js.add_stream(self._stream_config())
+        self._epoch = epoch_of(info)
+        return info
+
+    @property
+    def epoch(self) -> str:
+        """The epoch last seen from the server ("" before the first round trip)."""
+        return self._epoch
+
+    def _wire(self, subject: str) -> str:
+        return f"{self.stream}.{subject}"
+
+    # -- publishing ---------------------------------------------------------------
+    async def apublish(self, subject: str, event: Event | Any) -> Position:
+        """Store the event in the stream; returns its position once JetStream acknowledged.
+
+        Retries with backoff (the server drops duplicates by event id), then raises
+        :class:`~adapters.brokers.errors.PublishError`.
+        """
+        validate_subject(subject)
+        if not isinstance(event, Event):
+            event = Event.create(event)
+        payload = event.encode()
+        backoff = Backoff()
+        for attempt in range(1, self.publish_attempts + 1):
+            try:
+                if not self._epoch:
+                    await self._info()
+                _, js = await self._client()
+                ack = await js.publish(
+                    self._wire(subject),
+                    payload,
+                    timeout=self.timeout,
+                    stream=self.stream,
+                    headers={"Nats-Msg-Id": event.id},
+                )
+                return Position(self._epoch, ack.seq)
+            except nats.js.errors.NoStreamResponseError:
+                self._epoch = ""  # the stream is gone: recreate it (new epoch) and retry
+                last: Exception = PublishError(f"stream {self.stream!r} is missing")
+            except _TRANSIENT as exc:
+                last = exc
+            if attempt < self.publish_attempts:
+                await asyncio.sleep(backoff.next())
+        raise PublishError(f"publish to {subject!r} not acknowledged by NATS: {last}") from last
+
+    # -- reading ------------------------------------------------------------------
+    async def _earliest(self, pattern: str, info: StreamInfo) -> Position | None:
+        epoch = epoch_of(info)
+        state = info.state
+        if state.messages:
+            _, js = await self._client()
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                msg = await js.get_msg(
+                    self.stream, seq=max(state.first_seq, 1), subject=self._wire(pattern), next=True
+                )
+                if msg.seq is not None:
+                    return Position(epoch, msg.seq)
+        return Position(epoch, state.last_seq + 1) if state.last_seq else None
+
+    async def _check(self, since: Position, pattern: str) -> StreamInfo:
+        info = await self._info()
+        state = info.state
+        lost_through = max(state.first_seq - 1, 0) if state.last_seq else 0
+        gap = check_since(since, epoch_of(info), state.last_seq, lost_through, None)
+        if gap is not None:
+            raise GapError(since, await self._earliest(pattern, info), gap.reason)
+        return info
+
+    def subscribe(self, pattern: str, since: Position | str | None = None) -> Observable[Event]:
+        """Matching events after ``since`` (or from now), then live; fails with
+        :class:`~streams.GapError` when events after ``since`` are gone."""
+        validate_pattern(pattern)
+        start = Position.parse(since) if isinstance(since, str) else since
+
+        async def body(emit: Emit) -> None:
+            await self._follow(pattern, start, emit)
+
+        return self._feeds.observable(body)
+
+    async def _follow(self, pattern: str, since: Position | None, emit: Emit) -> None:
+        backoff = Backoff()
+        cursor: list[Position] = []
+        if since is not None:
+            cursor.append(since)
+        while True:
+            try:
+                if not cursor:
+                    info = await self._info()
+                    cursor.append(Position(epoch_of(info), info.state.last_seq))
+                else:
+                    await self._check(cursor[0], pattern)
+                await self._push(pattern, cursor, emit, backoff)
+            except (_Reset, *_TRANSIENT):
+                await asyncio.sleep(backoff.next())
+
+    async def _push(
+        self, pattern: str, cursor: list[Position], emit: Emit, backoff: Backoff
+    ) -> None:
+        """Run one ephemeral push consumer from ``cursor[0]``, advancing it per event; raises
+        :class:`_Reset` (or a connection error) when the consumer must be recreated."""
+        nc, js = await self._client()
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, pending_msgs_limit=65536, pending_bytes_limit=64 << 20)
+        consumer = ""
+        strip = len(self.stream) + 1
+        epoch = cursor[0].epoch
+        last = cursor[0].offset
+        try:
+            info = await js.add_consumer(
+                self.stream,
+                ConsumerConfig(
+                    deliver_subject=inbox,
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=last + 1,
+                    ack_policy=AckPolicy.NONE,
+                    filter_subject=self._wire(pattern),
+                    flow_control=True,
+                    idle_heartbeat=self.heartbeat,
+                    mem_storage=True,
+                    inactive_threshold=max(5.0, self.heartbeat * 5),
+                ),
+            )
+            consumer = info.name or ""
+            delivered = 0
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=self.heartbeat * 3)
+                except nats.errors.TimeoutError:
+                    raise _Reset("missed heartbeats") from None
+                if JetStreamContext.is_status_msg(msg):
+                    stalled = (msg.headers or {}).get("Nats-Consumer-Stalled")
+                    if msg.reply:
+                        await nc.publish(msg.reply, b"")  # flow control answer
+                    elif stalled:
+                        await nc.publish(stalled, b"")
+                    backoff.reset()
+                    continue
+                meta = msg.metadata
+                if meta.sequence.consumer != delivered + 1:
+                    raise _Reset("a delivery was skipped")
+                delivered = meta.sequence.consumer
+                seq = meta.sequence.stream
+                if seq <= last:
+                    continue
+                event = Event.decode(msg.data).stamped(msg.subject[strip:], f"{epoch}-{seq}")
+                last = seq
+                cursor[0] = Position(epoch, seq)
+                emit(event)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            if consumer:
+                with contextlib.suppress(Exception):
+                    await js.delete_consumer(self.stream, consumer)
+
+    # -- competing consumers ------------------------------------------------------
+    async def consume(
+        self,
+        group: str,
+        pattern: str,
+        handle: Callable[[list[Event]], Awaitable[None]],
+        consumer: str | None = None,
+        stop: asyncio.Event | None = None,
+        batch: int = 256,
+    ) -> None:
+        """Process events of ``pattern`` as one member of the durable pull consumer ``group``.
+
+        Each batch is acknowledged only after ``handle`` returned; JetStream hands a batch
+        left unacknowledged for ``ack_wait`` seconds to another member. A new group starts
+        at the oldest retained event. Runs until ``stop`` is set; an exception from
+        ``handle`` ends it, leaving the batch for other members.
+        """
+        validate_pattern(pattern)
+        stop = stop or asyncio.Event()
+        backoff = Backoff()
+        strip = len(self.stream) + 1
+        psub: Any = None
+        while not stop.is_set():
+            try:
+                if psub is None:
+                    info = await self._info()
+                    epoch = epoch_of(info)
+                    _, js = await self._client()
+                    try:
+                        await js.consumer_info(self.stream, group)
+                    except nats.js.errors.NotFoundError:
+                        await js.add_consumer(
+                            self.stream,
+                            ConsumerConfig(
+                                durable_name=group,
+                                deliver_policy=DeliverPolicy.ALL,
+                                ack_policy=AckPolicy.EXPLICIT,
+                                ack_wait=self.ack_wait,
+                                filter_subject=self._wire(pattern),
+                                max_ack_pending=20_000,
+                            ),
+                        )
+                    psub = await js.pull_subscribe_bind(group, self.stream)
+                try:
+                    msgs = await psub.fetch(batch, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    continue
+                backoff.reset()
+                events = [
+                    Event.decode(m.data).stamped(
+                        m.subject[strip:], f"{epoch}-{m.metadata.sequence.stream}"
+                    )
+                    for m in msgs
+                ]
+                await handle(events)
+                for m in msgs:
+                    await m.ack()
+                nc, _ = await self._client()
+                await nc.flush(timeout=int(self.timeout) or 1)
+            except _TRANSIENT:
+                psub = None
+                await asyncio.sleep(backoff.next())
+
+    async def drop(self) -> None:
+        """Delete the stream (tests and tear-down)."""
+        _, js = await self._client()
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_stream(self.stream)
+
+    async def close(self) -> None:
+        """Complete every subscriber and close the connection."""
+        await self._feeds.close()
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
+        self._nc = None
+        self._js = None

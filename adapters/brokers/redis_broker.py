@@ -1,0 +1,357 @@
+"""RedisBroker: the Broker protocol on one Redis stream (redis-py asyncio).
+
+Layout, for a stream named ``S`` (the braces keep both keys in one cluster slot):
+
+- ``rxstreams:{S}:log``: the stream; each entry holds ``s`` (subject) and ``e`` (event JSON).
+- ``rxstreams:{S}:meta``: a hash with the ``epoch`` and ``trimmed``, the offset of the newest
+  entry retention removed.
+
+Positions are ``<epoch>-<offset>`` with ``offset = ms << 20 | seq`` of the entry id (see
+:mod:`.positions`). The epoch is created beside the stream by a Lua script; when the
+stream vanished (``FLUSHALL``, a restart of a Redis that keeps nothing on disk, ``DEL``)
+the next publish or read starts a new epoch, and old positions get a gap.
+
+Retention: ``max_events`` trims exactly (``MAXLEN =``) and ``max_age`` trims by entry time
+(``MINID``), both inside the publish script, which records what they removed so a gap is
+reported exactly when events after ``since`` are gone. ``max_bytes`` and
+``max_per_subject`` have no Redis equivalent on a single stream and are ignored.
+Pattern filtering happens client side with :func:`streams.match` on each entry's subject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from reactivex import Observable
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streams import Event, GapError, Position, Retention, match, validate_pattern, validate_subject
+
+from .backoff import Backoff
+from .errors import PublishError
+from .feed import Emit, TaskFeeds
+from .positions import check_since, redis_id, redis_offset
+from .url import BrokerSettings
+
+__all__ = ["RedisBroker"]
+
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# Returns the epoch, creating stream and epoch together when the stream is missing.
+_ENSURE = """
+local function ensure()
+  local epoch = redis.call('HGET', KEYS[2], 'epoch')
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('XGROUP', 'CREATE', KEYS[1], 'rx-anchor', '$', 'MKSTREAM')
+    redis.call('XGROUP', 'DESTROY', KEYS[1], 'rx-anchor')
+    epoch = false
+  end
+  if not epoch then
+    epoch = ARGV[1]
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[2], 'epoch', epoch, 'trimmed', '0-0')
+  end
+  return epoch
+end
+"""
+
+# ARGV: new epoch, subject, payload, max events ('' = none), max age ms ('' = none)
+_PUBLISH = (
+    _ENSURE
+    + """
+local epoch = ensure()
+local trimmed = false
+local id
+if ARGV[4] ~= '' then
+  local n = tonumber(ARGV[4])
+  local len = redis.call('XLEN', KEYS[1])
+  if len >= n then
+    local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - n + 1)
+    trimmed = old[#old][1]
+  end
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '=', n, '*', 's', ARGV[2], 'e', ARGV[3])
+else
+  id = redis.call('XADD', KEYS[1], '*', 's', ARGV[2], 'e', ARGV[3])
+end
+if ARGV[5] ~= '' then
+  local t = redis.call('TIME')
+  local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[5])
+  local threshold = string.format('%.0f', min_ms) .. '-0'
+  local old = redis.call('XREVRANGE', KEYS[1], '(' .. threshold, '-', 'COUNT', 1)
+  if #old > 0 then
+    trimmed = old[1][1]
+    redis.call('XTRIM', KEYS[1], 'MINID', threshold)
+  end
+end
+if trimmed then redis.call('HSET', KEYS[2], 'trimmed', trimmed) end
+return {epoch, id}
+"""
+)
+
+# ARGV: new epoch, after id, count. Returns epoch, trimmed, last id, entries after `after`.
+_READ = (
+    _ENSURE
+    + """
+local epoch = ensure()
+local trimmed = redis.call('HGET', KEYS[2], 'trimmed') or '0-0'
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local last = '0-0'
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then last = info[i + 1] end
+end
+local entries = {}
+if tonumber(ARGV[3]) > 0 then
+  entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
+end
+return {epoch, trimmed, last, entries}
+"""
+)
+
+
+def _new_epoch() -> str:
+    return os.urandom(4).hex()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisBroker:
+    """Events in a Redis stream, shared by every process that names the same stream.
+
+    >>> async def demo():  # doctest: +SKIP
+    ...     broker = RedisBroker("redis://127.0.0.1:6379/0", stream="chat")
+    ...     pos = await broker.apublish("chat.lobby.msg", {"text": "hi"})
+    ...     await broker.close()
+    ...     return pos.offset > 0
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        stream: str = "rxstreams",
+        retention: Retention | None = None,
+        ack_wait: float = 30.0,
+        batch: int = 512,
+        block: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.stream = stream
+        self.retention = retention or Retention()
+        self.ack_wait = ack_wait
+        self.batch = batch
+        self.block = block
+        prefix = f"rxstreams:{{{stream}}}"
+        self.log_key = f"{prefix}:log"
+        self.meta_key = f"{prefix}:meta"
+        self._client: Any = None  # redis.asyncio.Redis; replies are typed loosely
+        self._publish_script: Any = None
+        self._read_script: Any = None
+        self._epoch = ""
+        self._feeds = TaskFeeds()
+
+    @classmethod
+    def from_settings(cls, settings: BrokerSettings) -> RedisBroker:
+        return cls(settings.server, settings.stream, settings.retention, settings.ack_wait)
+
+    # -- connection ---------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        """The redis-py client, created on first use (it reconnects by itself)."""
+        if self._client is None:
+            self._client = aioredis.Redis.from_url(
+                self.url, socket_connect_timeout=2.0, health_check_interval=10
+            )
+            self._publish_script = self._client.register_script(_PUBLISH)
+            self._read_script = self._client.register_script(_READ)
+        return self._client
+
+    async def connect(self) -> RedisBroker:
+        """Check the server answers and learn the epoch."""
+        await self._read(0, 0)
+        return self
+
+    @property
+    def epoch(self) -> str:
+        """The epoch last seen from the server ("" before the first round trip)."""
+        return self._epoch
+
+    async def _read(self, after: int, count: int) -> tuple[str, int, int, list[Any]]:
+        _ = self.client
+        epoch, trimmed, last, entries = await self._read_script(
+            keys=[self.log_key, self.meta_key], args=[_new_epoch(), redis_id(after), count]
+        )
+        self._epoch = _text(epoch)
+        return self._epoch, redis_offset(trimmed), redis_offset(last), entries
+
+    # -- publishing ---------------------------------------------------------------
+    async def apublish(self, subject: str, event: Event | Any) -> Position:
+        """Append to the stream; returns the position once Redis stored it.
+
+        Raises :class:`~adapters.brokers.errors.PublishError` when Redis did not answer.
+        """
+        validate_subject(subject)
+        if not isinstance(event, Event):
+            event = Event.create(event)
+        payload = event.encode()
+        r = self.retention
+        max_age_ms = "" if not r.max_age else str(int(r.max_age * 1000))
+        _ = self.client
+        try:
+            epoch, entry_id = await self._publish_script(
+                keys=[self.log_key, self.meta_key],
+                args=[_new_epoch(), subject, payload, r.max_events or "", max_age_ms],
+            )
+        except _TRANSIENT as exc:
+            raise PublishError(f"publish to {subject!r} not acknowledged by Redis: {exc}") from exc
+        self._epoch = _text(epoch)
+        return Position(self._epoch, redis_offset(entry_id))
+
+    # -- reading ------------------------------------------------------------------
+    def _decode(self, entry: Any, epoch: str, pattern: str) -> Event | None:
+        entry_id, fields = entry
+        if isinstance(fields, list):
+            fields = dict(zip(fields[::2], fields[1::2], strict=True))
+        subject = _text(fields[b"s"])
+        if not match(pattern, subject):
+            return None
+        return Event.decode(fields[b"e"]).stamped(subject, f"{epoch}-{redis_offset(entry_id)}")
+
+    async def _earliest(self, pattern: str, epoch: str, last: int) -> Position | None:
+        after = 0
+        for _ in range(20):  # bounded scan; beyond it the log-wide first entry is named
+            page = await self.client.xrange(self.log_key, f"({redis_id(after)}", "+", count=500)
+            if not page:
+                break
+            for entry_id, fields in page:
+                if match(pattern, _text(fields[b"s"])):
+                    return Position(epoch, redis_offset(entry_id))
+            after = redis_offset(page[-1][0])
+        else:
+            first = await self.client.xrange(self.log_key, "-", "+", count=1)
+            if first:
+                return Position(epoch, redis_offset(first[0][0]))
+        return Position(epoch, last + 1) if last else None
+
+    async def _gap(self, since: Position, pattern: str) -> tuple[GapError | None, int]:
+        epoch, trimmed, last, _ = await self._read(since.offset, 0)
+        gap = check_since(since, epoch, last, trimmed, None)
+        if gap is not None:
+            gap = GapError(since, await self._earliest(pattern, epoch, last), gap.reason)
+        return gap, last
+
+    def subscribe(self, pattern: str, since: Position | str | None = None) -> Observable[Event]:
+        """Matching events after ``since`` (or from now), then live; fails with
+        :class:`~streams.GapError` when events after ``since`` are gone."""
+        validate_pattern(pattern)
+        start = Position.parse(since) if isinstance(since, str) else since
+
+        async def body(emit: Emit) -> None:
+            await self._follow(pattern, start, emit)
+
+        return self._feeds.observable(body)
+
+    async def _follow(self, pattern: str, since: Position | None, emit: Emit) -> None:
+        backoff = Backoff()
+        pos = since
+        checked = False
+        while True:
+            try:
+                if pos is None:
+                    epoch, _, last, _ = await self._read(0, 0)
+                    pos = Position(epoch, last)
+                    checked = True
+                if not checked:
+                    gap, _ = await self._gap(pos, pattern)
+                    if gap is not None:
+                        raise gap
+                    checked = True
+                epoch, trimmed, _, entries = await self._read(pos.offset, self.batch)
+                if epoch != pos.epoch or trimmed > pos.offset:
+                    gap, _ = await self._gap(pos, pattern)
+                    if gap is not None:
+                        raise gap
+                backoff.reset()
+                if entries:
+                    for entry in entries:
+                        event = self._decode(entry, epoch, pattern)
+                        pos = Position(epoch, redis_offset(entry[0]))
+                        if event is not None:
+                            emit(event)
+                    continue
+                # Nothing new: wait for the next entry, then read it atomically above.
+                await self.client.xread(
+                    {self.log_key: redis_id(pos.offset)}, count=1, block=int(self.block * 1000)
+                )
+            except _TRANSIENT:
+                checked = False  # history may have moved on while we were away
+                await asyncio.sleep(backoff.next())
+
+    # -- competing consumers ------------------------------------------------------
+    async def consume(
+        self,
+        group: str,
+        pattern: str,
+        handle: Callable[[list[Event]], Awaitable[None]],
+        consumer: str | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Process events of ``pattern`` as one member of consumer group ``group``.
+
+        Each batch is acknowledged (``XACK``) only after ``handle`` returned; entries
+        another member left pending for ``ack_wait`` seconds are claimed (``XAUTOCLAIM``).
+        A new group starts at the oldest retained event. Runs until ``stop`` is set;
+        an exception from ``handle`` ends it, leaving the batch for other members.
+        """
+        validate_pattern(pattern)
+        name = consumer or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+        stop = stop or asyncio.Event()
+        backoff = Backoff()
+        idle_ms = int(self.ack_wait * 1000)
+        next_claim = 0.0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                epoch, *_ = await self._read(0, 0)
+                with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+                    await self.client.xgroup_create(self.log_key, group, id="0")
+                entries: list[Any] = []
+                if loop.time() >= next_claim:
+                    _, entries, *_ = await self.client.xautoclaim(
+                        self.log_key, group, name, idle_ms, "0-0", count=self.batch
+                    )
+                    if not entries:
+                        next_claim = loop.time() + self.ack_wait / 4
+                if not entries:
+                    reply = await self.client.xreadgroup(
+                        group, name, {self.log_key: ">"}, count=self.batch, block=1000
+                    )
+                    entries = reply[0][1] if reply else []
+                backoff.reset()
+                if not entries:
+                    continue
+                events = [e for e in (self._decode(x, epoch, pattern) for x in entries) if e]
+                if events:
+                    await handle(events)
+                await self.client.xack(self.log_key, group, *[x[0] for x in entries])
+            except _TRANSIENT:
+                await asyncio.sleep(backoff.next())
+
+    async def drop(self) -> None:
+        """Delete the stream and its metadata (tests and tear-down; never FLUSHALL)."""
+        await self.client.delete(self.log_key, self.meta_key)
+
+    async def close(self) -> None:
+        """Complete every subscriber and close the connection pool."""
+        await self._feeds.close()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
