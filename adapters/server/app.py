@@ -1,0 +1,490 @@
+"""The aiohttp shell: routes, auth and limits around the sans-I/O modules.
+
+>>> from streams import MemoryBroker
+>>> app = create_app(MemoryBroker())
+>>> sorted({r.resource.canonical for r in app.router.routes()})  # doctest: +NORMALIZE_WHITESPACE
+['/asyncapi.json', '/events/{pattern}', '/events/{subject}', '/healthz', '/metrics',
+ '/poll/{pattern}', '/ws']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+from reactivex import Observable
+
+from streams import (
+    Broker,
+    Event,
+    GapError,
+    MemoryBroker,
+    OverflowPolicy,
+    SubjectError,
+    to_async_iterator,
+    validate_pattern,
+    validate_subject,
+)
+
+from .asyncapi import asyncapi_document
+from .auth import ANYONE, Claims, authorize, token_from, verify_token
+from .config import ServerConfig
+from .delivery import Hub, StreamClient, WsClient, subscribe_client
+from .errors import ProtocolError
+from .framing import HEARTBEAT_NDJSON, HEARTBEAT_SSE, ndjson_chunk, sse_chunk
+from .ingest import check_media_type, media_type, parse_body
+from .limits import TokenBucket
+from .wsproto import Publish, Subscribe, Unsubscribe, parse_message, parse_position
+
+__all__ = ["BROKER", "CONFIG", "HUB", "create_app", "expose"]
+
+BROKER = web.AppKey("rxstreams_broker", Broker)
+CONFIG = web.AppKey("rxstreams_config", ServerConfig)
+HUB = web.AppKey("rxstreams_hub", Hub)
+_OWNED = web.AppKey("rxstreams_owns_broker", bool)
+_BUCKETS = web.AppKey("rxstreams_buckets", weakref.WeakKeyDictionary)
+
+JSON_CT = "application/json"
+NDJSON_CT = "application/x-ndjson"
+SSE_CT = "text/event-stream"
+BATCH_CT = "application/cloudevents-batch+json"
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _error(exc: ProtocolError, hub: Hub) -> web.Response:
+    hub.metrics.rejected.labels(exc.code).inc()
+    return web.Response(status=exc.status, body=exc.body(), content_type=JSON_CT)
+
+
+def _claims(request: web.Request) -> Claims:
+    auth = request.app[CONFIG].auth
+    if auth is None:
+        return ANYONE
+    token = token_from(request.headers.get("Authorization"), request.query.get("token"))
+    return verify_token(token, auth)
+
+
+def _pattern(text: str, field: str = "pattern") -> str:
+    try:
+        return validate_pattern(text)
+    except SubjectError as exc:
+        raise ProtocolError("bad_subject", str(exc), field=field) from None
+
+
+def _admit(hub: Hub) -> None:
+    if hub.closing:
+        raise ProtocolError("overloaded", "server is shutting down")
+    if hub.connections >= hub.config.max_connections:
+        raise ProtocolError(
+            "overloaded", f"connection limit of {hub.config.max_connections} reached"
+        )
+
+
+def _bucket(request: web.Request) -> TokenBucket:
+    """The publish-rate bucket of this TCP connection (keep-alive requests share it)."""
+    cfg = request.app[CONFIG]
+    buckets = request.app[_BUCKETS]
+    key = request.transport
+    bucket = buckets.get(key)
+    if bucket is None:
+        bucket = buckets[key] = TokenBucket(cfg.publish_rate, cfg.publish_burst, time.monotonic())
+    return bucket
+
+
+# -- GET /events/{pattern} --------------------------------------------------------------
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    """SSE (default) or NDJSON (``Accept: application/x-ndjson``) of a pattern."""
+    hub = request.app[HUB]
+    cfg = hub.config
+    try:
+        pattern = _pattern(request.match_info["pattern"])
+        claims = _claims(request)
+        authorize(claims, "subscribe", pattern)
+        raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+        since = parse_position(raw, "last_event_id") if raw else None
+        _admit(hub)
+    except ProtocolError as exc:
+        return _error(exc, hub)
+    ndjson = NDJSON_CT in request.headers.get("Accept", "")
+    resp = web.StreamResponse(
+        headers={"Content-Type": NDJSON_CT if ndjson else SSE_CT, **STREAM_HEADERS}
+    )
+    await resp.prepare(request)
+    name = "ndjson" if ndjson else "sse"
+    client = StreamClient(hub, OverflowPolicy(cfg.overflow), resp, request.transport, name)
+    hub.connections += 1
+    hub.add(client)
+    try:
+        subscribe_client(client, request.app[BROKER], None, pattern, since)
+        if ndjson:
+            await client.run(ndjson_chunk, HEARTBEAT_NDJSON)
+        else:
+            await resp.write(b"retry: 2000\n\n")
+            await client.run(sse_chunk, HEARTBEAT_SSE)
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        hub.connections -= 1
+        hub.remove(client)
+    with contextlib.suppress(ConnectionError):
+        await resp.write_eof()
+    return resp
+
+
+# -- GET /poll/{pattern} -----------------------------------------------------------------
+def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ProtocolError("bad_request", f"{name} must be a number", field=name) from None
+    if not low <= value <= high:
+        raise ProtocolError("bad_request", f"{name} must be in [{low}, {high}]", field=name)
+    return value
+
+
+async def poll_events(request: web.Request) -> web.Response:
+    """Long-poll: the events after ``after`` as a CloudEvents batch, or ``[]`` on timeout."""
+    hub = request.app[HUB]
+    cfg = hub.config
+    broker = request.app[BROKER]
+    try:
+        pattern = _pattern(request.match_info["pattern"])
+        authorize(_claims(request), "subscribe", pattern)
+        raw = request.query.get("after")
+        after = parse_position(raw, "after") if raw else None
+        timeout = _number(request, "timeout", cfg.poll_timeout, 0, cfg.poll_max_timeout)
+        limit = int(_number(request, "limit", cfg.poll_limit, 1, 10_000))
+        _admit(hub)
+    except ProtocolError as exc:
+        return _error(exc, hub)
+    got: list[Event] = []
+    ready = asyncio.Event()
+    failure: list[BaseException] = []
+
+    def on_next(e: Event) -> None:
+        if len(got) < limit:
+            got.append(e)
+            ready.set()
+
+    def on_error(exc: Exception) -> None:
+        failure.append(exc)
+        ready.set()
+
+    hub.connections += 1
+    disposable = broker.subscribe(pattern, after).subscribe(on_next, on_error, ready.set)
+    try:
+        if not got and not failure:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    while not got and not failure and not hub.closing:
+                        ready.clear()
+                        await ready.wait()
+    finally:
+        disposable.dispose()
+        hub.connections -= 1
+    if failure and isinstance(failure[0], GapError):
+        gap = failure[0]
+        gone = ProtocolError(
+            "gap",
+            str(gap),
+            requested=str(gap.requested),
+            earliest=str(gap.earliest) if gap.earliest else None,
+            reason=gap.reason,
+        )
+        return _error(gone, hub)
+    headers = {"Cache-Control": "no-cache"}
+    if got and got[-1].sequence:
+        headers["X-Last-Event-ID"] = got[-1].sequence
+    hub.count_out("poll", len(got))
+    body = b"[" + b",".join([e.encode() for e in got]) + b"]"
+    return web.Response(body=body, content_type=BATCH_CT, headers=headers)
+
+
+# -- POST /events/{subject} --------------------------------------------------------------
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise ProtocolError("too_large", f"body larger than {limit} bytes", limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError("too_large", f"body larger than {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def ingest(request: web.Request) -> web.Response:
+    """Publish one event, a JSON array or NDJSON; all or nothing; 202 with the positions."""
+    hub = request.app[HUB]
+    cfg = hub.config
+    try:
+        subject = request.match_info["subject"]
+        try:
+            validate_subject(subject)
+        except SubjectError as exc:
+            raise ProtocolError("bad_subject", str(exc), field="subject") from None
+        authorize(_claims(request), "publish", subject)
+        kind = media_type(request.headers.get("Content-Type"))
+        check_media_type(kind)
+        body = await _read_body(request, cfg.max_body_bytes)
+        events = parse_body(body, kind, request.query.get("type", "rxstreams.event"))
+        if not _bucket(request).take(len(events), time.monotonic()):
+            raise ProtocolError(
+                "rate_limited",
+                f"publish rate above {cfg.publish_rate:g} events/s (burst {cfg.publish_burst:g})",
+            )
+    except ProtocolError as exc:
+        return _error(exc, hub)
+    broker = request.app[BROKER]
+    positions = [str(await broker.apublish(subject, e)) for e in events]
+    hub.metrics.events_in.labels("http").inc(len(events))
+    return web.Response(
+        status=202, body=orjson.dumps({"positions": positions}), content_type=JSON_CT
+    )
+
+
+# -- GET /ws -----------------------------------------------------------------------------
+async def websocket(request: web.Request) -> web.StreamResponse:
+    """The WebSocket endpoint: subscribe, unsubscribe and publish over JSON messages."""
+    hub = request.app[HUB]
+    cfg = hub.config
+    try:
+        origin = request.headers.get("Origin")
+        if cfg.origins is not None and origin is not None and origin not in cfg.origins:
+            raise ProtocolError("forbidden", f"Origin {origin!r} is not allowed")
+        claims = _claims(request)
+        _admit(hub)
+    except ProtocolError as exc:
+        return _error(exc, hub)
+    ws = web.WebSocketResponse(
+        heartbeat=cfg.ws_ping,
+        compress=False,
+        max_msg_size=cfg.max_message_bytes * 4,
+        timeout=cfg.ws_close_timeout,
+    )
+    hub.connections += 1
+    try:
+        await ws.prepare(request)
+        client = WsClient(hub, ws, OverflowPolicy(cfg.overflow))
+        hub.add(client)
+        session = _WsSession(request, client, claims)
+        try:
+            async for msg in ws:
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await session.handle(msg.data)
+                elif msg.type is WSMsgType.ERROR:
+                    break
+        finally:
+            hub.remove(client)
+    finally:
+        hub.connections -= 1
+    return ws
+
+
+class _WsSession:
+    """Per-connection state: claims, subscriptions and the publish-rate bucket."""
+
+    def __init__(self, request: web.Request, client: WsClient, claims: Claims) -> None:
+        self.app = request.app
+        self.client = client
+        self.claims = claims
+        cfg = request.app[CONFIG]
+        self.cfg = cfg
+        self.bucket = TokenBucket(cfg.publish_rate, cfg.publish_burst, time.monotonic())
+
+    async def handle(self, data: str | bytes) -> None:
+        client = self.client
+        hub = client.hub
+        try:
+            if len(data) > self.cfg.max_message_bytes:
+                raise ProtocolError(
+                    "too_large",
+                    f"message larger than {self.cfg.max_message_bytes} bytes",
+                    limit=self.cfg.max_message_bytes,
+                )
+            op = parse_message(data)
+            if isinstance(op, Subscribe):
+                self.subscribe(op)
+            elif isinstance(op, Unsubscribe):
+                handle = client.subs.pop(op.id, None)
+                if handle is None:
+                    raise ProtocolError("not_subscribed", f"no subscription {op.id!r}", ref=op.id)
+                handle.dispose()
+                client.send_control(orjson.dumps({"op": "unsubscribed", "id": op.id}))
+            elif isinstance(op, Publish):
+                await self.publish(op)
+        except ProtocolError as exc:
+            hub.metrics.rejected.labels(exc.code).inc()
+            client.send_control(exc.ws_message())
+
+    def subscribe(self, op: Subscribe) -> None:
+        client = self.client
+        if op.id in client.subs:
+            raise ProtocolError("bad_request", f"subscription id {op.id!r} is in use", ref=op.id)
+        if len(client.subs) >= self.cfg.max_subscriptions:
+            raise ProtocolError(
+                "too_many_subscriptions",
+                f"at most {self.cfg.max_subscriptions} subscriptions per connection",
+                ref=op.id,
+            )
+        try:
+            authorize(self.claims, "subscribe", op.pattern)
+        except ProtocolError as exc:
+            exc.ref = op.id
+            raise
+        client.send_control(orjson.dumps({"op": "subscribed", "id": op.id}))
+        subscribe_client(client, self.app[BROKER], op.id, op.pattern, op.since, op.filter)
+
+    async def publish(self, op: Publish) -> None:
+        try:
+            authorize(self.claims, "publish", op.subject)
+        except ProtocolError as exc:
+            exc.ref = op.ref
+            raise
+        if not self.bucket.take(1, time.monotonic()):
+            raise ProtocolError(
+                "rate_limited", f"publish rate above {self.cfg.publish_rate:g}/s", ref=op.ref
+            )
+        pos = await self.app[BROKER].apublish(op.subject, op.event)
+        self.client.hub.metrics.events_in.labels("ws").inc()
+        ack: dict[str, Any] = {"op": "ack", "position": str(pos)}
+        if op.ref is not None:
+            ack["ref"] = op.ref
+        self.client.send_control(orjson.dumps(ack))
+
+
+# -- small endpoints ---------------------------------------------------------------------
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of this app's registry."""
+    body = request.app[HUB].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """``{"status": "ok"}`` (503 ``shutting_down`` during graceful shutdown)."""
+    hub = request.app[HUB]
+    broker = request.app[BROKER]
+    body = {
+        "status": "shutting_down" if hub.closing else "ok",
+        "connections": hub.connections,
+        "broker": type(broker).__name__,
+        "epoch": broker.epoch,
+    }
+    return web.Response(
+        status=503 if hub.closing else 200, body=orjson.dumps(body), content_type=JSON_CT
+    )
+
+
+async def asyncapi(request: web.Request) -> web.Response:
+    """The AsyncAPI 3.0 document of this app, with this request's host and mount prefix."""
+    cfg = request.app[CONFIG]
+    prefix = request.path[: -len("/asyncapi.json")]
+    doc = asyncapi_document(request.host, prefix, cfg.title, auth=cfg.auth is not None)
+    return web.Response(body=orjson.dumps(doc), content_type=JSON_CT)
+
+
+# -- the builder -------------------------------------------------------------------------
+def create_app(
+    broker: Broker | None = None, *, config: ServerConfig | None = None
+) -> web.Application:
+    """An aiohttp application serving ``broker`` over the rxstreams wire protocol.
+
+    Run it alone (``web.run_app(create_app())``) or mount it in your own application
+    with ``root.add_subapp("/live", create_app(broker))``. Without a broker it makes
+    (and closes on cleanup) a :class:`streams.MemoryBroker`.
+
+    >>> app = create_app()
+    >>> type(app[BROKER]).__name__, app[CONFIG].overflow
+    ('MemoryBroker', <OverflowPolicy.DISCONNECT: 'disconnect'>)
+    """
+    config = config or ServerConfig()
+    app = web.Application(client_max_size=config.max_body_bytes)
+    app[_OWNED] = broker is None
+    app[BROKER] = broker if broker is not None else MemoryBroker()
+    app[CONFIG] = config
+    app[HUB] = Hub(config)
+    app[_BUCKETS] = weakref.WeakKeyDictionary()
+    app.router.add_get("/events/{pattern}", stream_events)
+    app.router.add_post("/events/{subject}", ingest)
+    app.router.add_get("/poll/{pattern}", poll_events)
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/asyncapi.json", asyncapi)
+    app.on_shutdown.append(_on_shutdown)
+    app.on_cleanup.append(_on_cleanup)
+    return app
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    await app[HUB].shutdown()
+
+
+async def _on_cleanup(app: web.Application) -> None:
+    if app[_OWNED]:
+        await app[BROKER].close()
+
+
+def expose(
+    app: web.Application,
+    subject: str | Callable[[Any], str] | None,
+    observable: Observable[Any],
+) -> None:
+    """Publish everything ``observable`` emits into the app's broker while the app runs.
+
+    ``subject`` is a fixed subject, a function of the item, or ``None`` to use each
+    event's own subject. Subscribed on startup, disposed on cleanup.
+
+    >>> from streams import synthetic
+    >>> app = create_app()
+    >>> expose(app, None, synthetic("chat", rate=5))
+    """
+    if isinstance(subject, str):
+        validate_subject(subject)
+
+    def subject_of(item: Any) -> str:
+        if subject is None:
+            if not isinstance(item, Event) or item.subject is None:
+                raise ValueError("expose(subject=None) needs events that carry a subject")
+            return item.subject
+        return subject if isinstance(subject, str) else subject(item)
+
+    async def run(app: web.Application) -> Any:
+        broker = app[BROKER]
+        hub = app[HUB]
+        counter = hub.metrics.events_in.labels("expose")
+        if isinstance(broker, MemoryBroker):
+
+            def on_next(item: Any) -> None:
+                broker.publish(subject_of(item), item)
+                counter.inc()
+
+            disposable = observable.subscribe(on_next)
+            yield
+            disposable.dispose()
+            return
+        source = to_async_iterator(observable, 10_000, None, "drop_oldest")
+
+        async def pump() -> None:
+            async for item in source:
+                await broker.apublish(subject_of(item), item)
+                counter.inc()
+
+        task = asyncio.get_running_loop().create_task(pump())
+        yield
+        await source.aclose()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(run)

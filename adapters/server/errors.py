@@ -1,0 +1,73 @@
+"""Protocol errors: one exception carrying the documented code, HTTP status and details.
+
+Every sans-I/O module raises :class:`ProtocolError`; the aiohttp shell turns it into a
+JSON error body (HTTP) or an ``{"op": "error"}`` message (WebSocket). Codes and statuses
+are the table in ``docs/PROTOCOL.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+
+__all__ = ["STATUS", "ProtocolError"]
+
+STATUS: Final[dict[str, int]] = {
+    "bad_json": 400,
+    "bad_event": 400,
+    "bad_subject": 400,
+    "bad_position": 400,
+    "bad_request": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "gap": 410,
+    "too_large": 413,
+    "unsupported_media_type": 415,
+    "rate_limited": 429,
+    "too_many_subscriptions": 400,
+    "unknown_op": 400,
+    "not_subscribed": 400,
+    "overloaded": 503,
+}
+
+
+class ProtocolError(Exception):
+    """A documented protocol error.
+
+    >>> e = ProtocolError("bad_json", "line 3: malformed JSON", line=3)
+    >>> e.status, e.body()
+    (400, b'{"error":{"code":"bad_json","message":"line 3: malformed JSON","line":3}}')
+    """
+
+    def __init__(self, code: str, message: str, *, ref: str | None = None, **details: Any) -> None:
+        if code not in STATUS:
+            raise ValueError(f"undocumented error code {code!r}")
+        super().__init__(message)
+        self.ref = ref
+        self.code = code
+        self.message = message
+        self.details = details
+
+    @property
+    def status(self) -> int:
+        return STATUS[self.code]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **self.details}
+
+    def body(self) -> bytes:
+        """The HTTP error body."""
+        return orjson.dumps({"error": self.as_dict()})
+
+    def ws_message(self, ref: str | None = None) -> bytes:
+        """The WebSocket ``error`` op, echoing ``ref`` when it answers a client message.
+
+        >>> ProtocolError("unknown_op", "op 'x' is not known").ws_message("r1")
+        b'{"op":"error","code":"unknown_op","message":"op \\'x\\' is not known","ref":"r1"}'
+        """
+        msg: dict[str, Any] = {"op": "error", **self.as_dict()}
+        ref = ref if ref is not None else self.ref
+        if ref is not None:
+            msg["ref"] = ref
+        return orjson.dumps(msg)

@@ -1,0 +1,146 @@
+"""Ingest body parsing, free of I/O: JSON, NDJSON and CloudEvents into validated events.
+
+All-or-nothing: :func:`parse_body` validates every item before returning any, so the
+shell publishes a batch whole or answers an error and publishes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+
+from streams import Event, EventError
+from streams.event import DEFAULT_TYPE
+
+from .errors import ProtocolError
+
+__all__ = ["JSON_TYPES", "check_media_type", "media_type", "parse_body"]
+
+JSON: Final = "application/json"
+NDJSON: Final = "application/x-ndjson"
+CE: Final = "application/cloudevents+json"
+CE_BATCH: Final = "application/cloudevents-batch+json"
+JSON_TYPES: Final = (JSON, NDJSON, CE, CE_BATCH)
+_ALIASES: Final = {"application/jsonl": NDJSON, "application/ndjson": NDJSON}
+
+
+def media_type(content_type: str | None) -> str:
+    """The bare, lower-case media type of a ``Content-Type`` header.
+
+    >>> media_type("Application/JSON; charset=utf-8")
+    'application/json'
+    """
+    bare = (content_type or "").split(";", 1)[0].strip().lower()
+    return _ALIASES.get(bare, bare)
+
+
+def check_media_type(kind: str) -> None:
+    """Raise ``unsupported_media_type`` unless ``kind`` is an ingest type (checked before
+    the body is read).
+
+    >>> check_media_type("text/plain")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    adapters.server.errors.ProtocolError: Content-Type 'text/plain' is not one of ...
+    """
+    if kind not in JSON_TYPES:
+        raise ProtocolError(
+            "unsupported_media_type",
+            f"Content-Type {kind or '(none)'!r} is not one of {', '.join(JSON_TYPES)}",
+        )
+
+
+def _item(value: Any, type_: str, where: dict[str, Any]) -> Event:
+    if isinstance(value, dict) and "specversion" in value:
+        try:
+            return Event.from_dict(value)
+        except EventError as exc:
+            raise ProtocolError(
+                "bad_event", f"{_at(where)}{exc}", field=exc.field, **where
+            ) from None
+    return Event.create(value, type=type_)
+
+
+def _cloudevent(value: Any, where: dict[str, Any]) -> Event:
+    if not isinstance(value, dict):
+        raise ProtocolError(
+            "bad_event", f"{_at(where)}a CloudEvent must be a JSON object", field="event", **where
+        )
+    if "specversion" not in value:
+        raise ProtocolError(
+            "bad_event",
+            f"{_at(where)}specversion: required attribute is missing",
+            field="specversion",
+            **where,
+        )
+    return _item(value, DEFAULT_TYPE, where)
+
+
+def _at(where: dict[str, Any]) -> str:
+    if "line" in where:
+        return f"line {where['line']}: "
+    if "index" in where:
+        return f"item {where['index']}: "
+    return ""
+
+
+def _loads(body: bytes) -> Any:
+    if not body.strip():
+        raise ProtocolError("bad_json", "empty body")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("bad_json", f"malformed JSON: {exc}") from None
+
+
+def parse_body(body: bytes, content_type: str | None, type_: str = DEFAULT_TYPE) -> list[Event]:
+    """Validate an ingest body and return its events (not yet stamped with a subject).
+
+    A JSON object with ``specversion`` is a CloudEvent; any other value becomes the
+    ``data`` of a new event of type ``type_``. Raises :class:`ProtocolError`.
+
+    >>> [e.data for e in parse_body(b'[1, {"a": 2}]', "application/json")]
+    [1, {'a': 2}]
+    >>> parse_body(b'{"x": 1}\\n{"x": 2', "application/x-ndjson")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    adapters.server.errors.ProtocolError: line 2: malformed JSON: unexpected end of data: ...
+    """
+    kind = media_type(content_type)
+    check_media_type(kind)
+    if not type_ or len(type_) > 256:
+        raise ProtocolError("bad_request", "type must be 1 to 256 characters", field="type")
+    if kind == JSON:
+        value = _loads(body)
+        if isinstance(value, list):
+            if not value:
+                raise ProtocolError("bad_json", "empty array: nothing to publish")
+            return [_item(v, type_, {"index": i}) for i, v in enumerate(value)]
+        return [_item(value, type_, {})]
+    if kind == NDJSON:
+        events: list[Event] = []
+        for n, line in enumerate(body.split(b"\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                value = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise ProtocolError(
+                    "bad_json", f"line {n}: malformed JSON: {exc}", line=n
+                ) from None
+            events.append(_item(value, type_, {"line": n}))
+        if not events:
+            raise ProtocolError("bad_json", "empty body")
+        return events
+    if kind == CE:
+        return [_cloudevent(_loads(body), {})]
+    if kind == CE_BATCH:
+        value = _loads(body)
+        if not isinstance(value, list):
+            raise ProtocolError("bad_json", "a CloudEvents batch must be a JSON array")
+        if not value:
+            raise ProtocolError("bad_json", "empty array: nothing to publish")
+        return [_cloudevent(v, {"index": i}) for i, v in enumerate(value)]
+    check_media_type(kind)
+    raise AssertionError("unreachable")

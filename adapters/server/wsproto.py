@@ -1,0 +1,210 @@
+"""WebSocket client messages, free of I/O: parse and validate ``subscribe``, ``unsubscribe``
+and ``publish`` ops into small typed values, or raise :class:`ProtocolError` with the
+documented code (the client's ``ref``/``id`` is kept on the error so the answer names it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from streams import (
+    Event,
+    EventError,
+    Position,
+    PositionError,
+    SubjectError,
+    validate_pattern,
+    validate_subject,
+)
+from streams.event import DEFAULT_TYPE
+
+from .errors import ProtocolError
+
+__all__ = [
+    "Filter",
+    "Publish",
+    "Subscribe",
+    "Unsubscribe",
+    "compile_filter",
+    "parse_message",
+    "parse_position",
+]
+
+MAX_ID: Final = 128
+MAX_FILTER_KEYS: Final = 16
+_ATTRS: Final = ("type", "source", "subject", "id", "datacontenttype")
+
+Filter = Callable[[Event], bool]
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    id: str
+    pattern: str
+    since: Position | None = None
+    filter: Filter | None = None
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    id: str
+
+
+@dataclass(frozen=True)
+class Publish:
+    ref: str | None
+    subject: str
+    event: Event
+
+
+Op = Subscribe | Unsubscribe | Publish
+
+_MISSING = object()
+
+
+def parse_position(text: object, name: str = "since") -> Position:
+    """A position from a wire string, or ``bad_position``.
+
+    >>> parse_position("ab12-7")
+    Position(epoch='ab12', offset=7)
+    """
+    if not isinstance(text, str):
+        raise ProtocolError("bad_position", f"{name} must be a position string", field=name)
+    try:
+        return Position.parse(text)
+    except PositionError as exc:
+        raise ProtocolError("bad_position", f"{name}: {exc}", field=name) from None
+
+
+def compile_filter(spec: object, ref: str | None = None) -> Filter | None:
+    """A predicate from ``{"type": "chat.message", "data.room": "lobby"}`` (all must equal).
+
+    >>> f = compile_filter({"type": "t", "data.room": "lobby"})
+    >>> f(Event.create({"room": "lobby"}, type="t")), f(Event.create({"room": "x"}, type="t"))
+    (True, False)
+    """
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or len(spec) > MAX_FILTER_KEYS:
+        raise ProtocolError(
+            "bad_request",
+            f"filter must be an object of at most {MAX_FILTER_KEYS} attribute: value pairs",
+            field="filter",
+            ref=ref,
+        )
+    attrs: list[tuple[str, Any]] = []
+    data: list[tuple[str, Any]] = []
+    for key, value in spec.items():
+        if isinstance(value, dict | list):
+            raise ProtocolError(
+                "bad_request", f"filter {key!r}: values are JSON scalars", field="filter", ref=ref
+            )
+        if key in _ATTRS:
+            attrs.append((key, value))
+        elif key.startswith("data.") and len(key) > 5:
+            data.append((key[5:], value))
+        else:
+            raise ProtocolError(
+                "bad_request",
+                f"filter key {key!r}: use one of {', '.join(_ATTRS)} or data.<key>",
+                field="filter",
+                ref=ref,
+            )
+
+    def predicate(event: Event) -> bool:
+        for name, want in attrs:
+            if getattr(event, name) != want:
+                return False
+        if data:
+            body = event.data
+            if not isinstance(body, Mapping):
+                return False
+            for name, want in data:
+                if body.get(name, _MISSING) != want:
+                    return False
+        return True
+
+    return predicate
+
+
+def _id(msg: dict[str, Any], key: str, ref: str | None, required: bool) -> str | None:
+    value = msg.get(key)
+    if value is None:
+        if required:
+            raise ProtocolError("bad_request", f"{key!r} is required", field=key, ref=ref)
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_ID:
+        raise ProtocolError(
+            "bad_request",
+            f"{key!r} must be a string of 1 to {MAX_ID} characters",
+            field=key,
+            ref=ref,
+        )
+    return value
+
+
+def parse_message(raw: bytes | str) -> Op:
+    """Parse one client text message.
+
+    >>> parse_message('{"op": "subscribe", "id": "s1", "pattern": "chat.>"}')
+    Subscribe(id='s1', pattern='chat.>', since=None, filter=None)
+    >>> parse_message('{"op": "dance"}')
+    Traceback (most recent call last):
+    ...
+    adapters.server.errors.ProtocolError: op 'dance' is not one of subscribe, unsubscribe, publish
+    """
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("bad_json", f"malformed JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("bad_json", "a message must be a JSON object with an 'op'")
+    raw_ref = msg.get("ref", msg.get("id"))
+    ref = raw_ref if isinstance(raw_ref, str) else None
+    op = msg.get("op")
+    if op == "subscribe":
+        sid = _id(msg, "id", ref, required=True)
+        assert sid is not None
+        try:
+            pattern = validate_pattern(msg.get("pattern"))
+        except SubjectError as exc:
+            raise ProtocolError("bad_subject", str(exc), field="pattern", ref=ref) from None
+        since_raw = msg.get("since")
+        since = None
+        if since_raw is not None:
+            try:
+                since = parse_position(since_raw)
+            except ProtocolError as exc:
+                exc.ref = ref
+                raise
+        return Subscribe(sid, pattern, since, compile_filter(msg.get("filter"), ref))
+    if op == "unsubscribe":
+        sid = _id(msg, "id", ref, required=True)
+        assert sid is not None
+        return Unsubscribe(sid)
+    if op == "publish":
+        pref = _id(msg, "ref", ref, required=False)
+        try:
+            subject = validate_subject(msg.get("subject"))
+        except SubjectError as exc:
+            raise ProtocolError("bad_subject", str(exc), field="subject", ref=ref) from None
+        if "event" in msg:
+            try:
+                event = Event.from_dict(msg["event"])
+            except EventError as exc:
+                raise ProtocolError("bad_event", str(exc), field=exc.field, ref=ref) from None
+        else:
+            type_ = msg.get("type", DEFAULT_TYPE)
+            if not isinstance(type_, str) or not type_ or len(type_) > 256:
+                raise ProtocolError(
+                    "bad_event", "type must be 1 to 256 characters", field="type", ref=ref
+                )
+            event = Event.create(msg.get("data"), type=type_)
+        return Publish(pref, subject, event)
+    raise ProtocolError(
+        "unknown_op", f"op {op!r} is not one of subscribe, unsubscribe, publish", ref=ref
+    )
