@@ -15,15 +15,29 @@ from .protocol import (
     decode_ws_message,
     subscribe_message,
 )
+from .publish import Client, PublishError, PublishResult, events_url, publish, publish_ndjson
+from .sources import (
+    ConnectionLost,
+    OnGap,
+    first_events,
+    ndjson_source,
+    sse_source,
+    websocket_source,
+)
 from .sse import SseMessage, SseParser, SseTooLarge, encode_sse
 
 __all__ = [
     "Backoff",
+    "Client",
+    "ConnectionLost",
     "Control",
     "GapNotice",
     "LineSplitter",
     "LineTooLong",
+    "OnGap",
     "ProtocolError",
+    "PublishError",
+    "PublishResult",
     "ResumeTracker",
     "ServerError",
     "SseMessage",
@@ -33,6 +47,13 @@ __all__ = [
     "decode_sse_message",
     "decode_ws_message",
     "encode_sse",
+    "events_url",
+    "first_events",
     "ndjson_chunks",
+    "ndjson_source",
+    "publish",
+    "publish_ndjson",
+    "sse_source",
     "subscribe_message",
+    "websocket_source",
 ]
