@@ -1,0 +1,318 @@
+"""Operator fusion: the machinery that keeps rxstreams operators lean.
+
+Stock reactivex subscribes hop by hop and wraps every hop in an ``AutoDetachObserver``, so
+each operator costs two or three Python calls per event. Here every rxstreams operator is a
+*stage spec*. Applying one to a :class:`Lean` observable does not subscribe anything: it
+returns a new :class:`Lean` holding the same root source and one more spec. At subscribe
+time the chain is built once: runs of pure stages (filter, map) are compiled into a single
+generated function, a stage that can be inlined (count batching) is appended to that
+function, and the root is subscribed with a bare observer whose ``on_next`` *is* the first
+fused function. So ``filter -> map -> batch(count=...)`` costs one call per event.
+
+Semantics follow reactivex exactly: an exception in user code goes through the operator's
+error policy; errors and completion travel down the chain stage by stage; after a terminal
+notification the chain is stopped, timers are cancelled and the root is unsubscribed.
+Operators assume one loop or thread (no locks on the hot path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+from reactivex.scheduler import TimeoutScheduler
+from reactivex.scheduler.eventloop import AsyncIOScheduler
+from reactivex.scheduler.virtualtimescheduler import VirtualTimeScheduler
+
+from .policy import OnError, check_policy, make_handler
+
+__all__ = ["Chain", "Lean", "PureSpec", "Spec", "Stage", "default_scheduler", "lean"]
+
+_names = itertools.count()
+
+
+def _noop(*_: Any) -> None:
+    return None
+
+
+def default_scheduler(
+    given: abc.SchedulerBase | None, at_subscribe: abc.SchedulerBase | None
+) -> abc.SchedulerBase:
+    """The operator's scheduler, else the subscribe-time one, else the running loop's,
+    else reactivex's ``TimeoutScheduler`` (its timers fire on another thread: feed such
+    a pipeline from one thread only if no timers are involved)."""
+    if given is not None:
+        return given
+    if at_subscribe is not None:
+        return at_subscribe
+    try:
+        return AsyncIOScheduler(asyncio.get_running_loop())
+    except RuntimeError:
+        return TimeoutScheduler.singleton()
+
+
+def clock(scheduler: abc.SchedulerBase) -> Callable[[], float]:
+    """Seconds on the scheduler's clock: virtual time under test, monotonic otherwise."""
+    if isinstance(scheduler, VirtualTimeScheduler):
+        vts = scheduler
+        return lambda: float(vts.clock)
+    if isinstance(scheduler, AsyncIOScheduler):
+        return scheduler._loop.time
+    return time.monotonic
+
+
+class Chain:
+    """The shared state of one subscription to a fused chain."""
+
+    __slots__ = ("root", "scheduler", "stages", "stopped", "upstream")
+
+    def __init__(self, scheduler: abc.SchedulerBase | None) -> None:
+        self.scheduler = scheduler
+        self.stopped = False
+        self.stages: list[Stage] = []
+        self.upstream: abc.DisposableBase | None = None
+        self.root: _Root | None = None
+
+    def stop(self) -> None:
+        """Stop delivering, cancel every timer, unsubscribe the root (idempotent)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        root = self.root
+        if root is not None:
+            root.is_stopped = True
+            root.on_next = _noop  # type: ignore[method-assign,assignment]
+        for stage in self.stages:
+            stage.dispose()
+        if self.upstream is not None:
+            self.upstream.dispose()
+
+
+class Stage:
+    """One operator inside a subscribed chain. Subclasses override ``on_next`` and, when
+    they hold state, ``on_completed`` (flush) and ``dispose`` (cancel timers)."""
+
+    down: Any
+    chain: Chain
+
+    def __init__(self, down: Any, chain: Chain) -> None:
+        self.down = down
+        self.chain = chain
+
+    def on_next(self, value: Any) -> None:  # pragma: no cover - overridden
+        self.down.on_next(value)
+
+    def on_error(self, error: Exception) -> None:
+        self.dispose()
+        self.down.on_error(error)
+
+    def on_completed(self) -> None:
+        self.dispose()
+        self.down.on_completed()
+
+    def dispose(self) -> None:
+        return None
+
+    def after(
+        self, scheduler: abc.SchedulerBase, seconds: float, action: Callable[[], None]
+    ) -> Any:
+        """Run ``action`` after ``seconds`` unless the chain has stopped; returns a disposable."""
+        chain = self.chain
+
+        def fire(_: Any = None, __: Any = None) -> None:
+            if not chain.stopped:
+                action()
+
+        return scheduler.schedule_relative(max(seconds, 0.0), fire)
+
+    def fail(self, error: Exception) -> None:
+        """End the stream from inside this stage (error policy ``fail``)."""
+        self.on_error(error)
+
+    def inline(self, prefix: str) -> tuple[list[str], dict[str, Any]] | None:
+        """Optional: code lines consuming ``x`` to paste into a fused function."""
+        return None
+
+
+class _Terminal:
+    """The downstream observer, with chain shutdown on a terminal notification."""
+
+    __slots__ = ("chain", "observer", "on_next")
+
+    def __init__(self, observer: abc.ObserverBase[Any], chain: Chain) -> None:
+        self.observer = observer
+        self.chain = chain
+        self.on_next = observer.on_next
+
+    def on_error(self, error: Exception) -> None:
+        if self.chain.stopped:
+            return
+        self.chain.stop()
+        self.observer.on_error(error)
+
+    def on_completed(self) -> None:
+        if self.chain.stopped:
+            return
+        self.chain.stop()
+        self.observer.on_completed()
+
+
+class _Root(abc.ObserverBase[Any]):
+    """The bare observer handed to the root source; ``on_next`` is the fused function."""
+
+    def __init__(self, first: Any, chain: Chain) -> None:
+        self.first = first
+        self.chain = chain
+        self.is_stopped = False
+        self.on_next = first.on_next  # type: ignore[method-assign]
+
+    def on_next(self, value: Any) -> None:  # pragma: no cover - shadowed per instance
+        self.first.on_next(value)
+
+    def on_error(self, error: Exception) -> None:
+        if self.is_stopped:
+            return
+        self.is_stopped = True
+        self.first.on_error(error)
+
+    def on_completed(self) -> None:
+        if self.is_stopped:
+            return
+        self.is_stopped = True
+        self.first.on_completed()
+
+
+class Spec:
+    """A description of one operator; ``build`` makes its :class:`Stage` per subscription."""
+
+    name = "stage"
+
+    def build(self, down: Any, chain: Chain) -> Any:
+        raise NotImplementedError
+
+
+class PureSpec(Spec):
+    """A stateless filter or map; fused with its neighbours into one generated function."""
+
+    def __init__(self, kind: str, fn: Callable[[Any], Any], on_error: OnError) -> None:
+        self.kind = kind
+        self.fn = fn
+        self.on_error = check_policy(on_error)
+
+    def code(self, i: int) -> list[str]:
+        f, h = f"f{i}", f"h{i}"
+        if self.kind == "filter":
+            return [
+                "    try:",
+                f"        if not {f}(x):",
+                "            return",
+                "    except Exception as e:",
+                f"        {h}(x, e)",
+                "        return",
+            ]
+        return [
+            "    try:",
+            f"        y = {f}(x)",
+            "    except Exception as e:",
+            f"        {h}(x, e)",
+            "        return",
+            "    x = y",
+        ]
+
+
+class _Compiled:
+    """Pure stages (and optionally an inlined stage) fused into one ``on_next``."""
+
+    __slots__ = ("down", "on_next")
+
+    def __init__(self, specs: Sequence[PureSpec], down: Any) -> None:
+        self.down = down
+        ns: dict[str, Any] = {}
+        lines = ["def on_next(x):"]
+        for i, spec in enumerate(specs):
+            ns[f"f{i}"] = spec.fn
+            ns[f"h{i}"] = make_handler(spec.on_error, down.on_error)
+            lines += spec.code(i)
+        tail = down.inline("t_") if isinstance(down, Stage) else None
+        if tail is None:
+            ns["nxt"] = down.on_next
+            lines.append("    nxt(x)")
+        else:
+            tail_lines, tail_ns = tail
+            ns.update(tail_ns)
+            lines += ["    " + line for line in tail_lines]
+        exec(compile("\n".join(lines), f"<rxstreams fused {next(_names)}>", "exec"), ns)
+        self.on_next = ns["on_next"]
+
+    def on_error(self, error: Exception) -> None:
+        self.down.on_error(error)
+
+    def on_completed(self) -> None:
+        self.down.on_completed()
+
+
+def _fix(subscriber: Any) -> abc.DisposableBase:
+    if subscriber is None:
+        return Disposable()
+    if hasattr(subscriber, "dispose"):
+        return cast(abc.DisposableBase, subscriber)
+    return Disposable(subscriber)
+
+
+class Lean(Observable[Any]):
+    """An observable made of a root source and fused rxstreams stages."""
+
+    def __init__(self, root: Observable[Any], specs: Sequence[Spec]) -> None:
+        super().__init__()
+        self.root = root
+        self.specs = tuple(specs)
+
+    def _subscribe_core(
+        self, observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        chain = Chain(scheduler)
+        target: Any = _Terminal(observer, chain)
+        pure: list[PureSpec] = []
+        for spec in reversed(self.specs):
+            if isinstance(spec, PureSpec):
+                pure.append(spec)
+                continue
+            if pure or (isinstance(target, Stage) and target.inline("t_") is not None):
+                target = _Compiled(pure[::-1], target)
+                pure = []
+            target = spec.build(target, chain)
+            if isinstance(target, Stage):
+                chain.stages.append(target)
+        if pure or (isinstance(target, Stage) and target.inline("t_") is not None):
+            target = _Compiled(pure[::-1], target)
+        root = _Root(target, chain)
+        chain.root = root
+        try:
+            upstream = _fix(self.root._subscribe_core(root, scheduler))
+        except Exception as exc:
+            if chain.stopped:
+                raise
+            root.on_error(exc)
+            return Disposable()
+        if chain.stopped:
+            upstream.dispose()
+        else:
+            chain.upstream = upstream
+        return Disposable(chain.stop)
+
+
+def lean(spec: Spec) -> Callable[[Observable[Any]], Observable[Any]]:
+    """Wrap a spec as a pipeable operator that fuses with neighbouring rxstreams operators."""
+
+    def apply(source: Observable[Any]) -> Observable[Any]:
+        if isinstance(source, Lean):
+            return Lean(source.root, (*source.specs, spec))
+        return Lean(source, (spec,))
+
+    apply.spec = spec  # type: ignore[attr-defined]
+    return apply

@@ -1,0 +1,169 @@
+"""Filtering by subject pattern, by field values, and bounded de-duplication.
+
+``by_subject`` and ``field_match`` are pure filters and fuse with ``where``/``select``.
+``dedupe`` keeps at most ``max_keys`` keys, each for ``ttl`` seconds, so its memory is
+bounded, unlike ``reactivex.operators.distinct``. Operators assume one loop or thread.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+from reactivex import Observable, abc
+
+from ._core import Chain, PureSpec, Spec, Stage, clock, default_scheduler, lean
+from .policy import OnError, check_policy, make_handler
+
+__all__ = ["by_subject", "dedupe", "field_match"]
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+def by_subject(pattern: str) -> Callable[[Observable[T]], Observable[T]]:
+    """Keep events whose ``subject`` matches a NATS-style pattern (``*`` one token, ``>`` rest).
+
+    Raises :class:`streams.SubjectError` at once for a malformed pattern.
+
+    >>> import reactivex
+    >>> from streams import Event
+    >>> evs = [Event.create(i, subject=s) for i, s in enumerate(["a.x", "b.x", "a.y.z"])]
+    >>> reactivex.from_iterable(evs).pipe(by_subject("a.>")).subscribe(
+    ...     lambda e: print(e.subject))  # doctest: +ELLIPSIS
+    a.x
+    a.y.z
+    <...>
+    """
+    from streams import match, validate_pattern
+
+    validate_pattern(pattern)
+
+    def matches(event: Any) -> bool:
+        subject = getattr(event, "subject", None)
+        return subject is not None and match(pattern, subject)
+
+    return lean(PureSpec("filter", matches, "fail"))
+
+
+def _lookup(item: Any, path: list[str]) -> Any:
+    for i, part in enumerate(path):
+        if i == 0 and not isinstance(item, dict):
+            if hasattr(item, part):
+                item = getattr(item, part)
+                continue
+            data = getattr(item, "data", _MISSING)
+            if isinstance(data, dict):
+                item = data
+        if not isinstance(item, dict):
+            return _MISSING
+        item = item.get(part, _MISSING)
+        if item is _MISSING:
+            return _MISSING
+    return item
+
+
+def field_match(
+    fields: dict[str, Any] | None = None, **equal: Any
+) -> Callable[[Observable[T]], Observable[T]]:
+    """Keep events whose fields equal the given values; dotted paths reach into dicts.
+
+    On an :class:`streams.Event`, a name is an attribute (``type``, ``subject``) or else a
+    key of ``data``. A missing field never matches.
+
+    >>> import reactivex
+    >>> rows = [{"room": "a", "u": {"id": 1}}, {"room": "b", "u": {"id": 1}}]
+    >>> reactivex.from_iterable(rows).pipe(field_match({"u.id": 1}, room="b")).subscribe(
+    ...     print)  # doctest: +ELLIPSIS
+    {'room': 'b', 'u': {'id': 1}}
+    <...>
+    """
+    wanted = [(name.split("."), value) for name, value in {**(fields or {}), **equal}.items()]
+    if not wanted:
+        raise ValueError("field_match needs at least one field")
+
+    def matches(item: Any) -> bool:
+        return all(_lookup(item, path) == value for path, value in wanted)
+
+    return lean(PureSpec("filter", matches, "fail"))
+
+
+class _Dedupe(Stage):
+    def __init__(self, down: Any, chain: Chain, spec: _DedupeSpec) -> None:
+        super().__init__(down, chain)
+        self.spec = spec
+        self.seen: OrderedDict[Any, float] = OrderedDict()
+        self.now = clock(default_scheduler(spec.scheduler, chain.scheduler))
+        self.handler = make_handler(spec.on_error, self.fail)
+
+    def on_next(self, value: Any) -> None:
+        try:
+            k = self.spec.key(value)
+        except Exception as exc:
+            self.handler(value, exc)
+            return
+        now = self.now()
+        seen = self.seen
+        while seen:  # expire the oldest first: insertion order is expiry order
+            oldest, expiry = next(iter(seen.items()))
+            if expiry > now:
+                break
+            del seen[oldest]
+        if k in seen:
+            return
+        seen[k] = now + self.spec.ttl
+        if len(seen) > self.spec.max_keys:
+            seen.popitem(last=False)
+        self.down.on_next(value)
+
+
+class _DedupeSpec(Spec):
+    name = "dedupe"
+
+    def __init__(
+        self,
+        key: Callable[[Any], Hashable],
+        ttl: float,
+        max_keys: int,
+        scheduler: abc.SchedulerBase | None,
+        on_error: OnError,
+    ) -> None:
+        if not ttl > 0:
+            raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be >= 1, got {max_keys}")
+        self.key, self.ttl, self.max_keys, self.scheduler = key, ttl, max_keys, scheduler
+        self.on_error = check_policy(on_error)
+
+    def build(self, down: Any, chain: Chain) -> Stage:
+        return _Dedupe(down, chain, self)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def dedupe(
+    key: Callable[[T], Hashable] = _identity,
+    ttl: float = 60.0,
+    max_keys: int = 100_000,
+    *,
+    scheduler: abc.SchedulerBase | None = None,
+    on_error: OnError = "fail",
+) -> Callable[[Observable[T]], Observable[T]]:
+    """Drop an event whose key was seen in the last ``ttl`` seconds.
+
+    At most ``max_keys`` keys are remembered (the oldest is forgotten first), so memory
+    stays bounded. A repeat is suppressed within the TTL; after it, it passes again. The
+    TTL counts from the first occurrence (a repeat does not extend it). No timers.
+
+    >>> import reactivex
+    >>> reactivex.of("a", "b", "a", "c", "b").pipe(dedupe()).subscribe(print)
+    ... # doctest: +ELLIPSIS
+    a
+    b
+    c
+    <...>
+    """
+    return lean(_DedupeSpec(key, ttl, max_keys, scheduler, on_error))

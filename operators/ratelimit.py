@@ -1,0 +1,145 @@
+"""A token-bucket rate limit that drops or delays.
+
+The bucket holds up to ``burst`` tokens and refills at ``rate`` tokens per second; each
+event takes one. So in any interval of length ``T`` at most ``burst + rate * T`` events
+pass. ``mode="drop"`` discards an event when the bucket is empty (counted in
+``RateLimited`` dead letters if ``on_drop`` is given); ``mode="delay"`` queues it (at most
+``max_queue``, beyond which :class:`RateLimitError` follows ``on_error``) and releases it
+when a token is available, using one timer for the head of the queue. Completion waits
+for the queue to drain. Operators assume one loop or thread.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from reactivex import Observable, abc
+
+from ._core import Chain, Spec, Stage, clock, default_scheduler, lean
+from .policy import OnError, check_policy, make_handler
+
+__all__ = ["RateLimitError", "rate_limit"]
+
+T = TypeVar("T")
+
+
+class RateLimitError(Exception):
+    """The delay queue of :func:`rate_limit` is full."""
+
+
+class _Bucket(Stage):
+    def __init__(self, down: Any, chain: Chain, spec: _RateSpec) -> None:
+        super().__init__(down, chain)
+        self.spec = spec
+        self.scheduler = default_scheduler(spec.scheduler, chain.scheduler)
+        self.now = clock(self.scheduler)
+        self.tokens = float(spec.burst)
+        self.stamp = self.now()
+        self.queue: deque[Any] = deque()
+        self.timer: abc.DisposableBase | None = None
+        self.completed = False
+        self.handler = make_handler(spec.on_error, self.fail)
+        self.on_drop = spec.on_drop
+
+    def refill(self) -> None:
+        now = self.now()
+        self.tokens = min(float(self.spec.burst), self.tokens + (now - self.stamp) * self.spec.rate)
+        self.stamp = now
+
+    def on_next(self, value: Any) -> None:
+        self.refill()
+        if not self.queue and self.tokens >= 1:
+            self.tokens -= 1
+            self.down.on_next(value)
+        elif self.spec.mode == "drop":
+            if self.on_drop is not None:
+                self.on_drop(value)
+        elif len(self.queue) >= self.spec.max_queue:
+            self.handler(value, RateLimitError(f"delay queue full ({self.spec.max_queue})"))
+        else:
+            self.queue.append(value)
+            self.arm()
+
+    def arm(self) -> None:
+        if self.timer is None and self.queue:
+            wait = (1 - self.tokens) / self.spec.rate
+            self.timer = self.after(self.scheduler, wait, self.release)
+
+    def release(self) -> None:
+        self.timer = None
+        self.refill()
+        while self.queue and self.tokens >= 1 - 1e-9:
+            self.tokens -= 1
+            self.down.on_next(self.queue.popleft())
+            if self.chain.stopped:
+                return
+        if self.queue:
+            self.arm()
+        elif self.completed:
+            super().on_completed()
+
+    def on_completed(self) -> None:
+        if self.queue:
+            self.completed = True
+        else:
+            super().on_completed()
+
+    def dispose(self) -> None:
+        self.queue.clear()
+        if self.timer is not None:
+            self.timer.dispose()
+            self.timer = None
+
+
+class _RateSpec(Spec):
+    name = "rate_limit"
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        mode: str,
+        max_queue: int,
+        on_drop: Callable[[Any], Any] | None,
+        scheduler: abc.SchedulerBase | None,
+        on_error: OnError,
+    ) -> None:
+        if not rate > 0:
+            raise ValueError(f"rate must be > 0 events/second, got {rate}")
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst}")
+        if mode not in ("drop", "delay"):
+            raise ValueError(f"mode must be 'drop' or 'delay', got {mode!r}")
+        self.rate, self.burst, self.mode, self.max_queue = rate, burst, mode, max_queue
+        self.on_drop, self.scheduler = on_drop, scheduler
+        self.on_error = check_policy(on_error)
+
+    def build(self, down: Any, chain: Chain) -> Stage:
+        return _Bucket(down, chain, self)
+
+
+def rate_limit(
+    rate: float,
+    burst: int = 1,
+    mode: Literal["drop", "delay"] = "drop",
+    *,
+    max_queue: int = 10_000,
+    on_drop: Callable[[T], Any] | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+    on_error: OnError = "fail",
+) -> Callable[[Observable[T]], Observable[T]]:
+    """Let at most ``rate`` events per second through, with bursts up to ``burst``.
+
+    >>> from streams import from_iterable
+    >>> from reactivex.testing import TestScheduler
+    >>> got = []
+    >>> limit = rate_limit(1.0, burst=2, on_drop=print, scheduler=TestScheduler())
+    >>> _ = from_iterable([1, 2, 3, 4]).pipe(limit).subscribe(got.append)
+    3
+    4
+    >>> got
+    [1, 2]
+    """
+    return lean(_RateSpec(rate, burst, mode, max_queue, on_drop, scheduler, on_error))

@@ -1,0 +1,430 @@
+"""Routing: named branches, stable partitions, broadcast, broker publishing, expiring groups.
+
+``route``, ``route_when``, ``partition`` and ``broadcast`` turn one stream into several and
+return :class:`Branches`, a mapping of branch name to observable sharing one upstream
+subscription. Subscribe to the branches you need, then call ``connect()`` (so a cold
+source cannot run before every branch listens); its disposable unsubscribes upstream.
+Branches are hot: a subscriber sees events from the moment it subscribes.
+
+Operators assume one loop or thread.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+
+from ._core import Chain, Spec, Stage, clock, default_scheduler, lean
+from .policy import OnError, check_policy, make_handler
+
+__all__ = [
+    "Branches",
+    "Group",
+    "UnroutableError",
+    "broadcast",
+    "group_by_key",
+    "partition",
+    "publish_to",
+    "route",
+    "route_when",
+    "stable_hash",
+]
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+
+class UnroutableError(LookupError):
+    """An event matched no branch in strict mode (no ``unmatched`` branch)."""
+
+
+class _Branch(Observable[Any]):
+    """A hot output: delivers to its current subscribers, no locks, no copying per event."""
+
+    def __init__(self, name: Any) -> None:
+        super().__init__()
+        self.name = name
+        self.observers: list[abc.ObserverBase[Any]] = []
+        self.done: tuple[str, Exception | None] | None = None
+
+    def _subscribe_core(
+        self, observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        if self.done is not None:
+            kind, error = self.done
+            if kind == "E":
+                observer.on_error(error)  # type: ignore[arg-type]
+            else:
+                observer.on_completed()
+            return Disposable()
+        self.observers = [*self.observers, observer]
+
+        def remove() -> None:
+            self.observers = [o for o in self.observers if o is not observer]
+
+        return Disposable(remove)
+
+    def on_next(self, value: Any) -> None:
+        for o in self.observers:
+            o.on_next(value)
+
+    def end(self, error: Exception | None) -> None:
+        if self.done is not None:
+            return
+        self.done = ("E", error) if error is not None else ("C", None)
+        observers, self.observers = self.observers, []
+        for o in observers:
+            if error is not None:
+                o.on_error(error)
+            else:
+                o.on_completed()
+
+
+class Branches(Mapping[Any, Observable[T]], Generic[T]):
+    """Named outputs of one routed stream; ``connect()`` subscribes upstream once."""
+
+    def __init__(
+        self,
+        source: Observable[T],
+        names: Iterable[Any],
+        dispatch: Callable[[Branches[T]], Callable[[Any], None]],
+    ) -> None:
+        self.source = source
+        self.branches: dict[Any, _Branch] = {n: _Branch(n) for n in names}
+        if not self.branches:
+            raise ValueError("at least one branch is needed")
+        self._dispatch = dispatch
+        self._connection: abc.DisposableBase | None = None
+
+    def __getitem__(self, name: Any) -> Observable[T]:
+        return self.branches[name]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.branches)
+
+    def __len__(self) -> int:
+        return len(self.branches)
+
+    def _end(self, error: Exception | None) -> None:
+        for b in self.branches.values():
+            b.end(error)
+        if self._connection is not None:
+            self._connection.dispose()
+
+    def connect(self, scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+        """Subscribe upstream (once); dispose the result to disconnect."""
+        if self._connection is None:
+            on_next = self._dispatch(self)
+            self._connection = Disposable()  # guards against re-entrant connect
+            self._connection = self.source.subscribe(
+                on_next, lambda e: self._end(e), lambda: self._end(None), scheduler=scheduler
+            )
+        return self._connection
+
+
+def _router(
+    choose: Callable[[Any], Any], unmatched: Any, on_error: OnError
+) -> Callable[[Branches[Any]], Callable[[Any], None]]:
+    check_policy(on_error)
+
+    def dispatch(bs: Branches[Any]) -> Callable[[Any], None]:
+        table = {name: b.on_next for name, b in bs.branches.items()}
+        handler = make_handler(on_error, bs._end)
+        fallback = table.get(unmatched) if unmatched is not None else None
+
+        def on_next(value: Any) -> None:
+            try:
+                name = choose(value)
+            except Exception as exc:
+                handler(value, exc)
+                return
+            deliver = table.get(name, fallback)
+            if deliver is None:
+                handler(value, UnroutableError(f"no branch for {name!r}"))
+            else:
+                deliver(value)
+
+        return on_next
+
+    return dispatch
+
+
+def route(
+    key: Callable[[T], Any],
+    names: Iterable[Any],
+    *,
+    unmatched: Any = None,
+    on_error: OnError = "fail",
+) -> Callable[[Observable[T]], Branches[T]]:
+    """Send each event to the branch named ``key(event)``.
+
+    Strict by default: a key naming no branch raises :class:`UnroutableError` through
+    ``on_error``. Pass ``unmatched="other"`` to collect such events in an extra branch.
+
+    >>> import reactivex
+    >>> bs = reactivex.of("a1", "b1", "z9").pipe(route(lambda s: s[0], ["a", "b"],
+    ...     unmatched="rest"))
+    >>> _ = bs["a"].subscribe(lambda x: print("a", x))
+    >>> _ = bs["rest"].subscribe(lambda x: print("rest", x))
+    >>> _ = bs.connect()
+    a a1
+    rest z9
+    """
+    names = list(names)
+    all_names = [*names, unmatched] if unmatched is not None else names
+    dispatch = _router(key, unmatched, on_error)
+    return lambda source: Branches(source, all_names, dispatch)
+
+
+def route_when(
+    predicates: Mapping[Any, Callable[[T], Any]],
+    *,
+    unmatched: Any = None,
+    on_error: OnError = "fail",
+) -> Callable[[Observable[T]], Branches[T]]:
+    """Send each event to the first branch whose predicate holds (in mapping order).
+
+    >>> import reactivex
+    >>> bs = reactivex.of(1, 50, 500).pipe(route_when(
+    ...     {"small": lambda x: x < 10, "big": lambda x: x >= 100}, unmatched="mid"))
+    >>> _ = bs["mid"].subscribe(print)
+    >>> _ = bs.connect()
+    50
+    """
+    tests = list(predicates.items())
+
+    def choose(value: Any) -> Any:
+        for name, test in tests:
+            if test(value):
+                return name
+        return None
+
+    names = list(predicates)
+    all_names = [*names, unmatched] if unmatched is not None else names
+    dispatch = _router(choose, unmatched, on_error)
+    return lambda source: Branches(source, all_names, dispatch)
+
+
+def stable_hash(key: Any) -> int:
+    """A hash that is the same in every process (unlike ``hash()`` of a str).
+
+    >>> stable_hash("room-1") == stable_hash("room-1")
+    True
+    """
+    if isinstance(key, bytes):
+        data = key
+    elif isinstance(key, str):
+        data = key.encode()
+    else:
+        data = repr(key).encode()
+    return zlib.crc32(data)
+
+
+def partition(
+    n: int, key: Callable[[T], Any], *, on_error: OnError = "fail"
+) -> Callable[[Observable[T]], Branches[T]]:
+    """Split into branches ``0..n-1`` by ``stable_hash(key(event)) % n``: one key, one branch.
+
+    >>> import reactivex
+    >>> bs = reactivex.of("x", "y", "x").pipe(partition(4, key=str))
+    >>> got = {i: [] for i in bs}
+    >>> for i in bs:
+    ...     _ = bs[i].subscribe(got[i].append)
+    >>> _ = bs.connect()
+    >>> sorted(v for v in got.values() if v)
+    [['x', 'x'], ['y']]
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    dispatch = _router(lambda v: stable_hash(key(v)) % n, None, on_error)
+    return lambda source: Branches(source, range(n), dispatch)
+
+
+def broadcast(names: Iterable[Any]) -> Callable[[Observable[T]], Branches[T]]:
+    """Every event to every branch, from one upstream subscription.
+
+    >>> import reactivex
+    >>> bs = reactivex.of(1, 2).pipe(broadcast(["log", "store"]))
+    >>> _ = bs["log"].subscribe(lambda x: print("log", x))
+    >>> _ = bs["store"].subscribe(lambda x: print("store", x))
+    >>> _ = bs.connect()
+    log 1
+    store 1
+    log 2
+    store 2
+    """
+
+    def dispatch(bs: Branches[Any]) -> Callable[[Any], None]:
+        outs = [b.on_next for b in bs.branches.values()]
+
+        def on_next(value: Any) -> None:
+            for out in outs:
+                out(value)
+
+        return on_next
+
+    return lambda source: Branches(source, names, dispatch)
+
+
+# -- publishing into a broker --------------------------------------------------------------
+
+
+class _Publish(Stage):
+    def __init__(self, down: Any, chain: Chain, spec: _PublishSpec) -> None:
+        super().__init__(down, chain)
+        self.publish = spec.broker.publish
+        self.subject = spec.subject
+        self.handler = make_handler(spec.on_error, self.fail)
+
+    def on_next(self, value: Any) -> None:
+        try:
+            self.publish(self.subject(value), value)
+        except Exception as exc:
+            self.handler(value, exc)
+            return
+        self.down.on_next(value)
+
+
+class _PublishSpec(Spec):
+    name = "publish_to"
+
+    def __init__(self, broker: Any, subject: Callable[[Any], str], on_error: OnError) -> None:
+        if not callable(getattr(broker, "publish", None)):
+            raise TypeError("broker needs a publish(subject, event) method")
+        self.broker, self.subject = broker, subject
+        self.on_error = check_policy(on_error)
+
+    def build(self, down: Any, chain: Chain) -> Stage:
+        return _Publish(down, chain, self)
+
+
+def publish_to(
+    broker: Any, subject: Callable[[T], str], *, on_error: OnError = "fail"
+) -> Callable[[Observable[T]], Observable[T]]:
+    """Publish each event to ``broker.publish(subject(event), event)``; pass it on.
+
+    Works with any object having a synchronous ``publish`` (``streams.MemoryBroker``).
+    A failed publish (bad subject, closed broker) follows ``on_error``.
+
+    >>> import reactivex
+    >>> from streams import MemoryBroker
+    >>> b = MemoryBroker()
+    >>> _ = reactivex.of({"room": "a"}, {"room": "b"}).pipe(
+    ...     publish_to(b, lambda m: f"chat.{m['room']}")).subscribe()
+    >>> [e.subject for e in b.history(">")]
+    ['chat.a', 'chat.b']
+    """
+    return lean(_PublishSpec(broker, subject, on_error))
+
+
+# -- grouping with expiry ------------------------------------------------------------------
+
+
+class Group(NamedTuple, Generic[K, T]):
+    """One group: its key and a hot observable of its events (subscribe on arrival)."""
+
+    key: K
+    events: Observable[T]
+
+
+class _Groups(Stage):
+    def __init__(self, down: Any, chain: Chain, spec: _GroupSpec) -> None:
+        super().__init__(down, chain)
+        self.spec = spec
+        self.scheduler = default_scheduler(spec.scheduler, chain.scheduler)
+        self.now = clock(self.scheduler)
+        self.handler = make_handler(spec.on_error, self.fail)
+        self.groups: dict[Any, list[Any]] = {}  # key -> [branch, last_seen, timer]
+
+    def on_next(self, value: Any) -> None:
+        try:
+            k = self.spec.key(value)
+        except Exception as exc:
+            self.handler(value, exc)
+            return
+        g = self.groups.get(k)
+        if g is None:
+            branch = _Branch(k)
+            g = self.groups[k] = [branch, self.now(), None]
+            if self.spec.expire_after is not None:
+                g[2] = self.after(self.scheduler, self.spec.expire_after, lambda: self.check(k))
+            self.down.on_next(Group(k, branch))
+        else:
+            g[1] = self.now()
+        g[0].on_next(value)
+
+    def check(self, k: Any) -> None:
+        g = self.groups.get(k)
+        if g is None:
+            return
+        left = g[1] + self.spec.expire_after - self.now()
+        if left > 0:
+            g[2] = self.after(self.scheduler, left, lambda: self.check(k))
+        else:
+            del self.groups[k]
+            g[0].end(None)
+
+    def end_all(self, error: Exception | None) -> None:
+        groups, self.groups = self.groups, {}
+        for branch, _, timer in groups.values():
+            if timer is not None:
+                timer.dispose()
+            branch.end(error)
+
+    def on_completed(self) -> None:
+        self.end_all(None)
+        super().on_completed()
+
+    def on_error(self, error: Exception) -> None:
+        self.end_all(error)
+        super().on_error(error)
+
+    def dispose(self) -> None:
+        for _, _, timer in self.groups.values():
+            if timer is not None:
+                timer.dispose()
+
+
+class _GroupSpec(Spec):
+    name = "group_by_key"
+
+    def __init__(
+        self,
+        key: Callable[[Any], Any],
+        expire_after: float | None,
+        scheduler: abc.SchedulerBase | None,
+        on_error: OnError,
+    ) -> None:
+        if expire_after is not None and not expire_after > 0:
+            raise ValueError(f"expire_after must be > 0 seconds, got {expire_after}")
+        self.key, self.expire_after, self.scheduler = key, expire_after, scheduler
+        self.on_error = check_policy(on_error)
+
+    def build(self, down: Any, chain: Chain) -> Stage:
+        return _Groups(down, chain, self)
+
+
+def group_by_key(
+    key: Callable[[T], K],
+    expire_after: float | None = None,
+    *,
+    scheduler: abc.SchedulerBase | None = None,
+    on_error: OnError = "fail",
+) -> Callable[[Observable[T]], Observable[Group[K, T]]]:
+    """Emit a :class:`Group` per new key; a group completes after ``expire_after`` seconds
+    without events (one timer per open group), and a later event for that key starts a new
+    group. Memory is bounded by the number of *active* keys.
+
+    >>> import reactivex
+    >>> def show(g):
+    ...     _ = g.events.subscribe(lambda x: print(g.key, x))
+    >>> _ = reactivex.of("a1", "b1", "a2").pipe(group_by_key(lambda s: s[0])).subscribe(show)
+    a a1
+    b b1
+    a a2
+    """
+    return lean(_GroupSpec(key, expire_after, scheduler, on_error))

@@ -1,0 +1,392 @@
+"""Tumbling, sliding and session windows on processing time or event time, per key.
+
+- **Processing time** (no ``timestamp``): an event belongs to the windows around "now";
+  a window closes when the clock passes its end, by a timer even if no event arrives
+  (one timer, armed for the earliest open window end).
+- **Event time** (``timestamp=f``): the *watermark* is the largest timestamp seen minus
+  ``lateness`` (the allowed out-of-orderness); a window closes once the watermark reaches
+  its end. With ``idle=seconds``, all open windows also close after that much processing
+  time without events, so a quiet stream still produces results.
+- **Late events** would belong to a window already emitted. They go to ``late`` (an
+  observer such as a ``Subject``, or a callable); without one they are emitted in the main
+  output wrapped as :class:`Late`. Never silently dropped.
+
+Each closed window is emitted as :class:`Window` ``(key, start, end, value)`` where
+``value`` is ``agg(items)`` (default: the list of items). Aggregations: :func:`count_of`,
+:func:`sum_of`, :func:`mean_of`, :func:`min_of`, :func:`max_of`, :func:`top_k`.
+Completion emits every open window (in end order); an error drops them.
+Operators assume one loop or thread.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from reactivex import Observable, abc
+
+from ._core import Chain, Spec, Stage, clock, default_scheduler, lean
+from .policy import OnError, check_policy, make_handler
+
+__all__ = [
+    "Late",
+    "Window",
+    "count_of",
+    "max_of",
+    "mean_of",
+    "min_of",
+    "session",
+    "sliding",
+    "sum_of",
+    "top_k",
+    "tumbling",
+]
+
+T = TypeVar("T")
+
+
+class Window(NamedTuple):
+    """One closed window: ``key`` is ``None`` unless a key function was given."""
+
+    key: Any
+    start: float
+    end: float
+    value: Any
+
+
+class Late(NamedTuple, Generic[T]):
+    """A late event, emitted in the main output when no ``late`` side output is given."""
+
+    event: T
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def count_of() -> Callable[[list[Any]], int]:
+    """Aggregation: number of events. ``>>> count_of()([1, 2])`` gives ``2``.
+
+    >>> count_of()(["a", "b"])
+    2
+    """
+    return len
+
+
+def sum_of(field: Callable[[Any], float] = _identity) -> Callable[[list[Any]], float]:
+    """Aggregation: sum of ``field(event)``.
+
+    >>> sum_of(lambda e: e["n"])([{"n": 1}, {"n": 2}])
+    3
+    """
+    return lambda items: sum(field(x) for x in items)
+
+
+def mean_of(field: Callable[[Any], float] = _identity) -> Callable[[list[Any]], float]:
+    """Aggregation: arithmetic mean of ``field(event)`` (windows are never empty).
+
+    >>> mean_of()([1, 2, 3])
+    2.0
+    """
+    return lambda items: sum(field(x) for x in items) / len(items)
+
+
+def min_of(field: Callable[[Any], Any] = _identity) -> Callable[[list[Any]], Any]:
+    """Aggregation: smallest ``field(event)``.
+
+    >>> min_of()([3, 1, 2])
+    1
+    """
+    return lambda items: min(field(x) for x in items)
+
+
+def max_of(field: Callable[[Any], Any] = _identity) -> Callable[[list[Any]], Any]:
+    """Aggregation: largest ``field(event)``.
+
+    >>> max_of()([3, 1, 2])
+    3
+    """
+    return lambda items: max(field(x) for x in items)
+
+
+def top_k(k: int, field: Callable[[Any], Any] = _identity) -> Callable[[list[Any]], list[Any]]:
+    """Aggregation: the ``k`` events with the largest ``field(event)``, largest first.
+
+    >>> top_k(2)([3, 1, 5, 2])
+    [5, 3]
+    """
+    return lambda items: heapq.nlargest(k, items, key=field)
+
+
+class _Open:
+    __slots__ = ("end", "items", "key", "last", "start")
+
+    def __init__(self, key: Any, start: float, end: float) -> None:
+        self.key, self.start, self.end, self.last = key, start, end, start
+        self.items: list[Any] = []
+
+
+class _Windows(Stage):
+    def __init__(self, down: Any, chain: Chain, spec: _WindowSpec) -> None:
+        super().__init__(down, chain)
+        self.spec = spec
+        self.scheduler = default_scheduler(spec.scheduler, chain.scheduler)
+        self.now = clock(self.scheduler)
+        self.handler = make_handler(spec.on_error, self.fail)
+        self.open: dict[tuple[Any, float], _Open] = {}
+        self.sessions: dict[Any, list[_Open]] = {}
+        self.heap: list[tuple[float, int, _Open]] = []
+        self.seq = itertools.count()
+        self.closed_until = -math.inf  # every window ending at or before this was emitted
+        self.max_ts = -math.inf
+        self.timer: abc.DisposableBase | None = None
+        self.timer_due = math.inf
+        self.last_event = 0.0
+        late = spec.late
+        if late is None:
+            self.late: Callable[[Any], Any] = lambda e: self.down.on_next(Late(e))
+        else:
+            self.late = getattr(late, "on_next", late)
+
+    # -- assignment -----------------------------------------------------------------
+    def on_next(self, value: Any) -> None:
+        spec = self.spec
+        try:
+            t = self.now() if spec.timestamp is None else float(spec.timestamp(value))
+            k = None if spec.key is None else spec.key(value)
+        except Exception as exc:
+            self.handler(value, exc)
+            return
+        if spec.kind == "session":
+            if t + spec.size <= self.closed_until:
+                self.late(value)
+                return
+            self.join_session(k, t, value)
+        else:
+            first = math.floor((t - spec.size) / spec.step) * spec.step + spec.step
+            if first + spec.size <= t:  # float rounding
+                first += spec.step
+            if first + spec.size <= self.closed_until:
+                self.late(value)
+                return
+            start = first
+            while start <= t:
+                w = self.open.get((k, start))
+                if w is None:
+                    w = self.open[(k, start)] = _Open(k, start, start + spec.size)
+                    heapq.heappush(self.heap, (w.end, next(self.seq), w))
+                w.items.append(value)
+                start += spec.step
+        if spec.timestamp is not None:
+            self.max_ts = max(self.max_ts, t)
+            self.close_through(self.max_ts - spec.lateness)
+            if spec.idle is not None:
+                self.last_event = self.now()
+                if self.timer is None:
+                    self.arm(spec.idle, self.idle_check)
+        elif self.heap and self.heap[0][0] < self.timer_due:
+            self.arm(self.heap[0][0] - t, self.tick)
+
+    def join_session(self, k: Any, t: float, value: Any) -> None:
+        gap = self.spec.size
+        mine = self.sessions.setdefault(k, [])
+        near = [s for s in mine if s.start - gap < t < s.end]
+        if not near:
+            w = _Open(k, t, t + gap)
+            w.last = t
+            mine.append(w)
+        else:
+            w = near[0]
+            for other in near[1:]:
+                w.items += other.items
+                w.start, w.last = min(w.start, other.start), max(w.last, other.last)
+                mine.remove(other)
+                other.items = []
+                other.end = -math.inf  # its heap entry goes stale
+        w.items.append(value)
+        w.start, w.last = min(w.start, t), max(w.last, t)
+        w.end = w.last + gap
+        heapq.heappush(self.heap, (w.end, next(self.seq), w))
+
+    # -- closing --------------------------------------------------------------------
+    def close_through(self, watermark: float) -> None:
+        heap = self.heap
+        while heap and heap[0][0] <= watermark and not self.chain.stopped:
+            end, _, w = heapq.heappop(heap)
+            if end != w.end or not w.items:
+                continue  # stale entry of a merged or extended session
+            self.emit(w)
+
+    def emit(self, w: _Open) -> None:
+        if self.spec.kind == "session":
+            self.sessions[w.key].remove(w)
+            if not self.sessions[w.key]:
+                del self.sessions[w.key]
+        else:
+            del self.open[(w.key, w.start)]
+        self.closed_until = max(self.closed_until, w.end)
+        items, w.items = w.items, []
+        try:
+            value = self.spec.agg(items)
+        except Exception as exc:
+            self.handler(items, exc)
+            return
+        self.down.on_next(Window(w.key, w.start, w.end, value))
+
+    def arm(self, delay: float, action: Callable[[], None]) -> None:
+        if self.timer is not None:
+            self.timer.dispose()
+        self.timer_due = self.now() + delay
+
+        def fire() -> None:
+            self.timer = None
+            self.timer_due = math.inf
+            action()
+
+        self.timer = self.after(self.scheduler, delay, fire)
+
+    def tick(self) -> None:
+        self.close_through(self.now())
+        if self.heap and not self.chain.stopped:
+            self.arm(self.heap[0][0] - self.now(), self.tick)
+
+    def idle_check(self) -> None:
+        left = self.last_event + self.spec.idle - self.now()  # type: ignore[operator]
+        if left > 0:
+            self.arm(left, self.idle_check)
+        else:
+            self.close_through(math.inf)
+
+    def on_completed(self) -> None:
+        self.close_through(math.inf)
+        super().on_completed()
+
+    def dispose(self) -> None:
+        if self.timer is not None:
+            self.timer.dispose()
+            self.timer = None
+
+
+class _WindowSpec(Spec):
+    def __init__(
+        self,
+        kind: str,
+        size: float,
+        step: float,
+        key: Callable[[Any], Hashable] | None,
+        timestamp: Callable[[Any], float] | None,
+        lateness: float,
+        idle: float | None,
+        agg: Callable[[list[Any]], Any],
+        late: Any,
+        scheduler: abc.SchedulerBase | None,
+        on_error: OnError,
+    ) -> None:
+        if not size > 0 or not step > 0:
+            raise ValueError(f"window size and step must be > 0, got {size}, {step}")
+        if lateness < 0:
+            raise ValueError(f"lateness must be >= 0, got {lateness}")
+        if idle is not None and not idle > 0:
+            raise ValueError(f"idle must be > 0 seconds, got {idle}")
+        self.kind, self.size, self.step, self.key = kind, float(size), float(step), key
+        self.timestamp, self.lateness, self.idle, self.agg = timestamp, lateness, idle, agg
+        self.late, self.scheduler = late, scheduler
+        self.on_error = check_policy(on_error)
+
+    def build(self, down: Any, chain: Chain) -> Stage:
+        return _Windows(down, chain, self)
+
+
+def _window(kind: str, size: float, step: float, **kw: Any) -> Callable[[Observable[Any]], Any]:
+    agg = kw.pop("agg") or list
+    return lean(_WindowSpec(kind, size, step, agg=agg, **kw))
+
+
+def tumbling(
+    size: float,
+    *,
+    key: Callable[[T], Hashable] | None = None,
+    timestamp: Callable[[T], float] | None = None,
+    lateness: float = 0.0,
+    idle: float | None = None,
+    agg: Callable[[list[T]], Any] | None = None,
+    late: abc.ObserverBase[T] | Callable[[T], Any] | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+    on_error: OnError = "fail",
+) -> Callable[[Observable[T]], Observable[Window | Late[T]]]:
+    """Fixed, non-overlapping windows ``[n*size, (n+1)*size)``.
+
+    >>> import reactivex
+    >>> reactivex.of(1, 2, 12, 3).pipe(
+    ...     tumbling(10, timestamp=float, agg=count_of(), late=print)
+    ... ).subscribe(print)  # doctest: +ELLIPSIS
+    Window(key=None, start=0.0, end=10.0, value=2)
+    3
+    Window(key=None, start=10.0, end=20.0, value=1)
+    <...>
+    """
+    return _window(
+        "tumbling", size, size, key=key, timestamp=timestamp, lateness=lateness, idle=idle,
+        agg=agg, late=late, scheduler=scheduler, on_error=on_error,
+    )  # fmt: skip
+
+
+def sliding(
+    size: float,
+    step: float,
+    *,
+    key: Callable[[T], Hashable] | None = None,
+    timestamp: Callable[[T], float] | None = None,
+    lateness: float = 0.0,
+    idle: float | None = None,
+    agg: Callable[[list[T]], Any] | None = None,
+    late: abc.ObserverBase[T] | Callable[[T], Any] | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+    on_error: OnError = "fail",
+) -> Callable[[Observable[T]], Observable[Window | Late[T]]]:
+    """Overlapping windows of ``size`` starting every ``step`` (an event is in each).
+
+    >>> import reactivex
+    >>> reactivex.of(1, 6).pipe(sliding(10, 5, timestamp=float, agg=count_of())).subscribe(
+    ...     print)  # doctest: +ELLIPSIS
+    Window(key=None, start=-5.0, end=5.0, value=1)
+    Window(key=None, start=0.0, end=10.0, value=2)
+    Window(key=None, start=5.0, end=15.0, value=1)
+    <...>
+    """
+    return _window(
+        "sliding", size, step, key=key, timestamp=timestamp, lateness=lateness, idle=idle,
+        agg=agg, late=late, scheduler=scheduler, on_error=on_error,
+    )  # fmt: skip
+
+
+def session(
+    gap: float,
+    *,
+    key: Callable[[T], Hashable] | None = None,
+    timestamp: Callable[[T], float] | None = None,
+    lateness: float = 0.0,
+    idle: float | None = None,
+    agg: Callable[[list[T]], Any] | None = None,
+    late: abc.ObserverBase[T] | Callable[[T], Any] | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+    on_error: OnError = "fail",
+) -> Callable[[Observable[T]], Observable[Window | Late[T]]]:
+    """Activity sessions: events closer than ``gap`` share a window ending ``gap`` after
+    the last one. An event whose session would end at or before an emitted window's end
+    is late.
+
+    >>> import reactivex
+    >>> reactivex.of(1, 2, 9).pipe(session(3, timestamp=float)).subscribe(print)
+    ... # doctest: +ELLIPSIS
+    Window(key=None, start=1.0, end=5.0, value=[1, 2])
+    Window(key=None, start=9.0, end=12.0, value=[9])
+    <...>
+    """
+    return _window(
+        "session", gap, gap, key=key, timestamp=timestamp, lateness=lateness, idle=idle,
+        agg=agg, late=late, scheduler=scheduler, on_error=on_error,
+    )  # fmt: skip
