@@ -152,8 +152,9 @@ def _silence_stdout() -> None:
 
 def _load_json(args: argparse.Namespace) -> Any:
     """The value to publish from ``--data`` or a ``.json`` file."""
-    if args.data is not None:
-        source, raw = "--data", args.data.encode()
+    data = getattr(args, "data", None)
+    if data is not None:
+        source, raw = "--data", data.encode()
     else:
         source, raw = args.file, Path(args.file).read_bytes()
     try:

@@ -53,6 +53,7 @@ class ServerError(Exception):
         self.code = code
         self.message = message
         self.body = body or {}
+        self.retry_after: float | None = None  # seconds, from an HTTP Retry-After header
 
     @property
     def retryable(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from yarl import URL
 
 from streams import Event, Position
 
+from .backoff import Backoff
 from .ndjson import ndjson_chunks
 from .protocol import ProtocolError, ServerError
 from .sources import ndjson_source, sse_source, websocket_source
@@ -21,6 +23,8 @@ from .sources import ndjson_source, sse_source, websocket_source
 __all__ = ["Client", "PublishError", "PublishResult", "publish", "publish_ndjson"]
 
 _MISSING: Final = object()
+# Answers that guarantee nothing was published (all-or-nothing), so sending again is safe.
+_SAFE_TO_RETRY: Final = frozenset({429, 503})
 _LINE: Final = re.compile(r"^line \d+")
 
 
@@ -71,11 +75,50 @@ async def _post(
     async with session.post(url, data=body, params=params, headers=hdrs) as resp:
         raw = await resp.read()
         if resp.status >= 300:
-            raise ServerError.from_http(resp.status, raw)
+            err = ServerError.from_http(resp.status, raw)
+            err.retry_after = _seconds(resp.headers.get("Retry-After"))
+            raise err
     try:
         return [Position.parse(p) for p in orjson.loads(raw)["positions"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise ProtocolError(f"unexpected publish answer {raw[:200]!r}: {exc}") from None
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to the backoff policy
+
+
+async def _post_retrying(
+    session: aiohttp.ClientSession,
+    url: URL,
+    body: bytes,
+    content_type: str,
+    type: str | None,
+    headers: Mapping[str, str],
+    retry: Backoff,
+) -> list[Position]:
+    """:func:`_post`, sent again after 429/503 (which publish nothing), waiting for
+    ``Retry-After`` or the next backoff delay, until ``retry`` gives up."""
+    while True:
+        try:
+            positions = await _post(session, url, body, content_type, type, headers)
+        except ServerError as exc:
+            if exc.status not in _SAFE_TO_RETRY:
+                raise
+            delay = retry.next_delay()
+            if delay is None:
+                raise
+            await asyncio.sleep(exc.retry_after if exc.retry_after is not None else delay)
+            continue
+        retry.reset()
+        return positions
+
+
+def _default_retry() -> Backoff:
+    return Backoff(initial=0.2, maximum=5.0, max_attempts=10)
 
 
 class _SessionScope:
@@ -107,11 +150,14 @@ async def publish(
     type: str | None = None,
     token: str | None = None,
     session: aiohttp.ClientSession | None = None,
+    retry: Backoff | None = None,
 ) -> list[Position]:
     """Publish one value as ``data``, or several with ``events=`` (values, or
     :class:`streams.Event` objects sent as CloudEvents), all or nothing; returns positions.
 
     Raises :class:`ServerError` with the server's JSON error (``code``, ``message``).
+    A 429 or 503 answer (nothing published) is retried per ``retry`` (default: up to 10
+    times, 0.2 s doubling to 5 s, or as ``Retry-After`` says).
 
     >>> await publish("http://127.0.0.1:8080", "chat.lobby.msg", {"text": "hi"})  # doctest: +SKIP
     [Position(epoch='5f2a', offset=1)]
@@ -127,7 +173,9 @@ async def publish(
         raise ValueError(f"not JSON-serializable: {exc}") from None
     async with _SessionScope(session) as http:
         url = events_url(base_url, subject)
-        return await _post(http, url, body, "application/json", type, _headers(token))
+        return await _post_retrying(
+            http, url, body, "application/json", type, _headers(token), retry or _default_retry()
+        )
 
 
 async def publish_ndjson(
@@ -141,12 +189,15 @@ async def publish_ndjson(
     max_bytes: int = 256 * 1024,
     max_lines: int = 1000,
     on_progress: Callable[[int, int], None] | None = None,
+    retry: Backoff | None = None,
 ) -> PublishResult:
     """Stream NDJSON ``lines`` (a binary file works) in requests of at most ``max_bytes`` /
     ``max_lines``, one after another; ``on_progress(values_sent, bytes_sent)`` after each.
 
-    Each request is all-or-nothing. If one is refused, :class:`PublishError` says how many
-    values went before it and names the offending line of the *file*.
+    Each request is all-or-nothing; 429 and 503 answers are retried as in :func:`publish`
+    (a rate-limited upload slows down to the server's pace). If one is refused,
+    :class:`PublishError` says how many values went before it and names the offending
+    line of the *file*.
 
     >>> with open("events.ndjson", "rb") as f:  # doctest: +SKIP
     ...     r = await publish_ndjson("http://127.0.0.1:8080", "sensors.a", f)
@@ -155,11 +206,12 @@ async def publish_ndjson(
     first: Position | None = None
     last: Position | None = None
     url = events_url(base_url, subject)
+    policy = retry or _default_retry()
     async with _SessionScope(session) as http:
         for first_line, n, body in ndjson_chunks(lines, max_bytes, max_lines):
             try:
-                positions = await _post(
-                    http, url, body, "application/x-ndjson", type, _headers(token)
+                positions = await _post_retrying(
+                    http, url, body, "application/x-ndjson", type, _headers(token), policy
                 )
             except ServerError as exc:
                 raise PublishError(_shift_lines(exc, first_line - 1), count, last) from None

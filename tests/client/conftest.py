@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from adapters.client import Backoff
-from streams import MemoryBroker
+from streams import MemoryBroker, Retention
 
 from .live import LiveServer
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[LiveServer]:
-    srv = LiveServer(MemoryBroker())
+    srv = LiveServer(MemoryBroker(Retention(max_per_subject=None)))
     await srv.start()
     yield srv
     await srv.stop()
