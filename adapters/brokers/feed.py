@@ -18,9 +18,19 @@ from reactivex.disposable import Disposable
 
 from streams import Event
 
-__all__ = ["Emit", "TaskFeeds"]
+__all__ = ["Emit", "TaskFeeds", "raise_if_cancelled"]
 
 Emit = Callable[[Event], None]
+
+
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation a client library swallowed (redis-py can, mid-command).
+
+    Loops that retry on errors call this each round, so disposing always ends them.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class TaskFeeds:
@@ -93,8 +103,8 @@ class TaskFeeds:
         self._live.clear()
         for task, _ in live:
             task.cancel()
-        for task, observer in live:
-            with contextlib.suppress(BaseException):
-                await task
+        if live:
+            await asyncio.wait([task for task, _ in live], timeout=5.0)
+        for _, observer in live:
             with contextlib.suppress(Exception):
                 observer.on_completed()

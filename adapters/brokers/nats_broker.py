@@ -48,7 +48,7 @@ from streams import Event, GapError, Position, Retention, validate_pattern, vali
 
 from .backoff import Backoff
 from .errors import PublishError
-from .feed import Emit, TaskFeeds
+from .feed import Emit, TaskFeeds, raise_if_cancelled
 from .positions import check_since
 from .url import BrokerSettings
 
@@ -230,6 +230,7 @@ class NatsBroker:
         if since is not None:
             cursor.append(since)
         while True:
+            raise_if_cancelled()
             try:
                 if not cursor:
                     info = await self._info()
@@ -270,6 +271,7 @@ class NatsBroker:
             consumer = info.name or ""
             delivered = 0
             while True:
+                raise_if_cancelled()
                 try:
                     msg = await sub.next_msg(timeout=self.heartbeat * 3)
                 except nats.errors.TimeoutError:
@@ -323,6 +325,7 @@ class NatsBroker:
         strip = len(self.stream) + 1
         psub: Any = None
         while not stop.is_set():
+            raise_if_cancelled()
             try:
                 if psub is None:
                     info = await self._info()

@@ -37,7 +37,7 @@ from streams import Event, GapError, Position, Retention, match, validate_patter
 
 from .backoff import Backoff
 from .errors import PublishError
-from .feed import Emit, TaskFeeds
+from .feed import Emit, TaskFeeds, raise_if_cancelled
 from .positions import check_since, redis_id, redis_offset
 from .url import BrokerSettings
 
@@ -264,6 +264,7 @@ class RedisBroker:
         pos = since
         checked = False
         while True:
+            raise_if_cancelled()
             try:
                 if pos is None:
                     epoch, _, last, _ = await self._read(0, 0)
@@ -288,6 +289,7 @@ class RedisBroker:
                             emit(event)
                     continue
                 # Nothing new: wait for the next entry, then read it atomically above.
+                raise_if_cancelled()
                 await self.client.xread(
                     {self.log_key: redis_id(pos.offset)}, count=1, block=int(self.block * 1000)
                 )
@@ -319,6 +321,7 @@ class RedisBroker:
         next_claim = 0.0
         loop = asyncio.get_running_loop()
         while not stop.is_set():
+            raise_if_cancelled()
             try:
                 epoch, *_ = await self._read(0, 0)
                 with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
