@@ -176,3 +176,49 @@ async def test_subscribing_outside_a_loop_is_a_clear_error() -> None:
 
     with pytest.raises(RuntimeError, match="asyncio loop"):
         await asyncio.to_thread(outside)
+
+
+async def test_client_shares_one_session_for_publishing_and_streams(server: LiveServer) -> None:
+    from adapters.client import Client, PublishError
+
+    async with Client(server.http) as client:
+        (start,) = await client.publish("c.x", {"n": 0})
+        sse_got, ws_got = Collector(), Collector()
+        d1 = client.events("c.>", start).subscribe(sse_got.on_next, sse_got.on_error)
+        d2 = client.websocket("c.>", start).subscribe(ws_got.on_next, ws_got.on_error)
+        try:
+            await client.publish("c.x", events=[{"n": 1}, {"n": 2}])
+            bad = [b'{"n": 3}', b"", b'{"n": 4}', b"{broken", b'{"n": 5}']
+            with pytest.raises(PublishError) as info:
+                await client.publish_ndjson("c.x", bad, max_lines=2)
+            for got in (sse_got, ws_got):
+                await got.wait_for(lambda g=got: len(g.events) >= 4)
+        finally:
+            d1.dispose()
+            d2.dispose()
+    err = info.value
+    assert (err.code, err.accepted, err.body.get("line")) == ("bad_json", 2, 4)
+    assert err.message.startswith("line 4: ")
+    for got in (sse_got, ws_got):
+        assert got.errors == []
+        assert got.data == [{"n": 1}, {"n": 2}, {"n": 3}, {"n": 4}]
+
+
+async def test_a_failing_subscriber_ends_only_its_own_stream(server: LiveServer) -> None:
+    (start,) = await publish(server.http, "f.x", {"n": 0})
+    bad, good = Collector(), Collector()
+
+    def explode(e: Event) -> None:
+        raise ValueError(f"consumer bug on {e.data}")
+
+    d1 = sse(server, "f.>", start).subscribe(explode, bad.on_error)
+    d2 = sse(server, "f.>", start).subscribe(good.on_next, good.on_error)
+    try:
+        await publish(server.http, "f.x", events=[{"n": 1}, {"n": 2}])
+        await bad.wait_for(lambda: bool(bad.errors))
+        await good.wait_for(lambda: len(good.events) >= 2)
+    finally:
+        d1.dispose()
+        d2.dispose()
+    assert [str(e) for e in bad.errors] == ["consumer bug on {'n': 1}"]
+    assert good.data == [{"n": 1}, {"n": 2}] and good.errors == []
