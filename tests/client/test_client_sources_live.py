@@ -191,8 +191,8 @@ async def test_client_shares_one_session_for_publishing_and_streams(server: Live
             bad = [b'{"n": 3}', b"", b'{"n": 4}', b"{broken", b'{"n": 5}']
             with pytest.raises(PublishError) as info:
                 await client.publish_ndjson("c.x", bad, max_lines=2)
-            for got in (sse_got, ws_got):
-                await got.wait_for(lambda g=got: len(g.events) >= 4)
+            await sse_got.wait_for(lambda: len(sse_got.events) >= 4)
+            await ws_got.wait_for(lambda: len(ws_got.events) >= 4)
         finally:
             d1.dispose()
             d2.dispose()
