@@ -18,7 +18,7 @@ from streams import Event, Position
 from .backoff import Backoff
 from .ndjson import ndjson_chunks
 from .protocol import ProtocolError, ServerError
-from .sources import ndjson_source, sse_source, websocket_source
+from .sources import _Session, ndjson_source, sse_source, websocket_source
 
 __all__ = ["Client", "PublishError", "PublishResult", "publish", "publish_ndjson"]
 
@@ -121,22 +121,6 @@ def _default_retry() -> Backoff:
     return Backoff(initial=0.2, maximum=5.0, max_attempts=10)
 
 
-class _SessionScope:
-    def __init__(self, session: aiohttp.ClientSession | None) -> None:
-        self._given = session
-        self._own: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> aiohttp.ClientSession:
-        if self._given is not None:
-            return self._given
-        self._own = aiohttp.ClientSession()
-        return self._own
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._own is not None:
-            await self._own.close()
-
-
 def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -171,7 +155,7 @@ async def publish(
         body = orjson.dumps(items)
     except TypeError as exc:
         raise ValueError(f"not JSON-serializable: {exc}") from None
-    async with _SessionScope(session) as http:
+    async with _Session(session) as http:
         url = events_url(base_url, subject)
         return await _post_retrying(
             http, url, body, "application/json", type, _headers(token), retry or _default_retry()
@@ -207,7 +191,7 @@ async def publish_ndjson(
     last: Position | None = None
     url = events_url(base_url, subject)
     policy = retry or _default_retry()
-    async with _SessionScope(session) as http:
+    async with _Session(session) as http:
         for first_line, n, body in ndjson_chunks(lines, max_bytes, max_lines):
             try:
                 positions = await _post_retrying(
