@@ -10,7 +10,7 @@ which names the earliest position still available. Nothing is skipped silently.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from reactivex import Observable
 
@@ -23,11 +23,11 @@ class PositionError(ValueError):
     """A position string that cannot be parsed."""
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class Position:
+class Position(NamedTuple):
     """A place in a broker's log: ``epoch`` plus a monotonic ``offset``.
 
     Written as ``"<epoch>-<offset>"`` (what SSE ``id:`` lines and ``since`` carry).
+    A tuple, so it is cheap to create and orders by (epoch, offset).
 
     >>> Position.parse("k3f9-42")
     Position(epoch='k3f9', offset=42)
@@ -43,6 +43,9 @@ class Position:
 
     @classmethod
     def parse(cls, text: str) -> Position:
+        """Parse ``"<epoch>-<offset>"``; raises :class:`PositionError`."""
+        if not isinstance(text, str):
+            raise PositionError(f"not a position: {text!r}")
         epoch, sep, offset = text.rpartition("-")
         if not sep or not epoch or not offset.isdigit() or len(offset) > 19:
             raise PositionError(f"not a position: {text!r} (expected '<epoch>-<offset>')")
@@ -76,7 +79,7 @@ class Retention:
     """History limits; ``None`` means unbounded on that axis (bound at least one)."""
 
     max_events: int | None = 100_000
-    max_bytes: int | None = 64 * 1024 * 1024
+    max_bytes: int | None = None  # bounding bytes encodes every event at publish
     max_age: float | None = None  # seconds
     max_per_subject: int | None = 1_000
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import itertools
 import os
 import time as _time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -42,29 +43,33 @@ class EventError(ValueError):
         self.message = message
 
 
+_second_cache: list[Any] = [-1, ""]
+
+
 def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """UTC RFC 3339 with microseconds; the date-and-second part is cached per second."""
+    sec = int(ts)
+    if _second_cache[0] != sec:
+        _second_cache[0] = sec
+        _second_cache[1] = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(sec))
+    return f"{_second_cache[1]}.{int((ts - sec) * 1e6):06d}Z"
 
 
-class Event:
-    """An immutable CloudEvents 1.0 envelope.
-
-    >>> e = Event.create({"text": "hi"}, subject="chat.lobby.msg", type="chat.message")
-    >>> e.subject, e.data
-    ('chat.lobby.msg', {'text': 'hi'})
-    >>> Event.decode(e.encode()) == e
-    True
-    """
+class _Slots:
+    """Event's storage, without the immutability guard: constructors fill it, then
+    switch the instance's class to :class:`Event` (much cheaper than per-field
+    ``object.__setattr__``)."""
 
     __slots__ = (
         "_json",
+        "_pos",
+        "_seq",
         "_time",
         "_ts",
         "data",
         "datacontenttype",
         "extensions",
         "id",
-        "sequence",
         "source",
         "subject",
         "type",
@@ -76,14 +81,45 @@ class Event:
     subject: str | None
     datacontenttype: str
     data: Any
-    sequence: str | None
     extensions: dict[str, Any] | None
     _ts: float
     _time: str | None
     _json: bytes | None
+    _seq: str | None
+    _pos: tuple[str, int] | None  # (epoch, offset) set by a broker; formatted lazily
 
-    def __init__(
-        self,
+
+_new_slots = _Slots.__new__
+
+
+# Slot setters that bypass Event's guard: for lazily filled caches, and for a broker
+# stamping a never-published event with its subject and position in place.
+def _setter(name: str) -> Callable[[Any, Any], None]:
+    setter: Callable[[Any, Any], None] = vars(_Slots)[name].__set__
+    return setter
+
+
+_set_json = _setter("_json")
+_set_time = _setter("_time")
+_set_seq = _setter("_seq")
+set_subject_in_place = _setter("subject")
+set_position_in_place = _setter("_pos")
+
+
+class Event(_Slots):
+    """An immutable CloudEvents 1.0 envelope.
+
+    >>> e = Event.create({"text": "hi"}, subject="chat.lobby.msg", type="chat.message")
+    >>> e.subject, e.data
+    ('chat.lobby.msg', {'text': 'hi'})
+    >>> Event.decode(e.encode()) == e
+    True
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
         *,
         id: str,
         source: str,
@@ -94,19 +130,22 @@ class Event:
         data: Any = None,
         sequence: str | None = None,
         extensions: dict[str, Any] | None = None,
-    ) -> None:
-        s = object.__setattr__
-        s(self, "id", id)
-        s(self, "source", source)
-        s(self, "type", type)
-        s(self, "subject", subject)
-        s(self, "datacontenttype", datacontenttype)
-        s(self, "data", data)
-        s(self, "sequence", sequence)
-        s(self, "extensions", extensions or None)
-        s(self, "_ts", 0.0)
-        s(self, "_time", time)
-        s(self, "_json", None)
+    ) -> Event:
+        e = _new_slots(_Slots)
+        e.id = id
+        e.source = source
+        e.type = type
+        e.subject = subject
+        e.datacontenttype = datacontenttype
+        e.data = data
+        e._seq = sequence
+        e._pos = None
+        e.extensions = extensions or None
+        e._ts = 0.0
+        e._time = time
+        e._json = None
+        e.__class__ = Event
+        return e  # type: ignore[return-value]
 
     @classmethod
     def create(
@@ -120,20 +159,21 @@ class Event:
         datacontenttype: str = JSON,
     ) -> Event:
         """Make a new event with a fresh id and the current time (formatted lazily)."""
-        e = object.__new__(cls)
-        s = object.__setattr__
-        s(e, "id", id if id is not None else f"{_ID_PREFIX}-{next(_ids)}")
-        s(e, "source", source)
-        s(e, "type", type)
-        s(e, "subject", subject)
-        s(e, "datacontenttype", datacontenttype)
-        s(e, "data", data)
-        s(e, "sequence", None)
-        s(e, "extensions", None)
-        s(e, "_ts", _time.time())
-        s(e, "_time", None)
-        s(e, "_json", None)
-        return e
+        e = _new_slots(_Slots)
+        e.id = id if id is not None else f"{_ID_PREFIX}-{next(_ids)}"
+        e.source = source
+        e.type = type
+        e.subject = subject
+        e.datacontenttype = datacontenttype
+        e.data = data
+        e._seq = None
+        e._pos = None
+        e.extensions = None
+        e._ts = _time.time()
+        e._time = None
+        e._json = None
+        e.__class__ = Event
+        return e  # type: ignore[return-value]
 
     # -- immutability -------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
@@ -148,7 +188,7 @@ class Event:
         t = self._time
         if t is None:
             t = _rfc3339(self._ts)
-            object.__setattr__(self, "_time", t)
+            _set_time(self, t)
         return t
 
     def replace(self, **changes: Any) -> Event:
@@ -161,22 +201,34 @@ class Event:
             fields["extensions"] = ext
         return Event(**fields)
 
-    def stamped(self, subject: str, sequence: str) -> Event:
-        """A copy with the broker's subject and position; cheap, used on every publish."""
-        e = object.__new__(Event)
-        s = object.__setattr__
-        s(e, "id", self.id)
-        s(e, "source", self.source)
-        s(e, "type", self.type)
-        s(e, "subject", subject)
-        s(e, "datacontenttype", self.datacontenttype)
-        s(e, "data", self.data)
-        s(e, "sequence", sequence)
-        s(e, "extensions", self.extensions)
-        s(e, "_ts", self._ts)
-        s(e, "_time", self._time)
-        s(e, "_json", None)
-        return e
+    @property
+    def sequence(self) -> str | None:
+        """The broker position, ``"<epoch>-<offset>"`` (``None`` before publishing)."""
+        seq = self._seq
+        if seq is None and self._pos is not None:
+            seq = f"{self._pos[0]}-{self._pos[1]}"
+            _set_seq(self, seq)
+        return seq
+
+    def stamped(self, subject: str, sequence: str | tuple[str, int]) -> Event:
+        """A copy with the broker's subject and position (a string or an (epoch, offset))."""
+        e = _new_slots(_Slots)
+        e.id = self.id
+        e.source = self.source
+        e.type = self.type
+        e.subject = subject
+        e.datacontenttype = self.datacontenttype
+        e.data = self.data
+        if isinstance(sequence, str):
+            e._seq, e._pos = sequence, None
+        else:
+            e._seq, e._pos = None, sequence
+        e.extensions = self.extensions
+        e._ts = self._ts
+        e._time = self._time
+        e._json = None
+        e.__class__ = Event
+        return e  # type: ignore[return-value]
 
     # -- encoding -----------------------------------------------------------------
     def to_dict(self, include_data: bool = True) -> dict[str, Any]:
@@ -206,7 +258,7 @@ class Event:
                 j = orjson.dumps(self.to_dict())
             except TypeError as exc:
                 raise EventError("data", f"not JSON-serializable: {exc}") from None
-            object.__setattr__(self, "_json", j)
+            _set_json(self, j)
         return j
 
     @property

@@ -1,47 +1,68 @@
 """MemoryBroker: the embedded, in-process default broker.
 
-One ordered log for all subjects with retention by total events, bytes, age and
-events per subject; subscribers indexed by pattern so a publish costs
-O(matching subscribers). Everything runs on the caller's thread (normally the
-asyncio loop): there are no locks and no thread hops on the hot path.
+One log for all subjects, ordered by offset, stored as one bounded ring per subject
+(``deque(maxlen=max_per_subject)``), so a busy room only ever evicts its own history and
+that eviction costs nothing. Global limits (events, bytes, age) evict the oldest events
+across rooms in amortized batches. Subscribers are indexed by pattern so a publish
+costs O(matching subscribers). Everything runs on the caller's thread (normally the
+asyncio loop): no locks and no thread hops on the hot path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
+import sys
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
+from reactivex.observer import AutoDetachObserver
 
 from .broker import GapError, Position, Retention
 from .event import Event
+from .event import set_position_in_place as _set_position
+from .event import set_subject_in_place as _set_subject
 from .subjects import SubjectIndex, match, validate_pattern, validate_subject
 
 __all__ = ["MemoryBroker"]
 
-_Entry = tuple[int, Event, int, float]  # offset, event, size, monotonic publish time
 _MAX_EVICTED_SUBJECTS = 100_000
+_UNBOUNDED = sys.maxsize
+_TRIM_TO = 0.9  # global limits evict down to 90% so eviction is amortized, not per publish
+_new_position = tuple.__new__
+
+_Room = deque[Event]  # every stored event carries its (epoch, offset) in ``_pos``
+
+
+def _off(event: Event) -> int:
+    return event._pos[1]  # type: ignore[index]
 
 
 class _Subscription:
-    """One subscriber; ``last`` guards against duplicates between replay and live."""
+    """One subscriber; ``last`` is the newest offset it has seen (guards duplicates)."""
 
-    __slots__ = ("buffer", "key", "last", "observer")
+    __slots__ = ("key", "last", "observer", "on_next")
 
     def __init__(self, observer: abc.ObserverBase[Event], last: int) -> None:
         self.observer = observer
+        # AutoDetachObserver.on_next only re-checks "stopped"; the broker guarantees that
+        # itself (dispose sets ``last`` past every offset), so call the inner function.
+        inner = observer._on_next if type(observer) is AutoDetachObserver else None
+        self.on_next: Callable[[Event], None] = inner or observer.on_next
         self.last = last
         self.key = 0
-        self.buffer: list[tuple[int, Event]] | None = []  # live events held during replay
 
 
 class MemoryBroker:
     """The embedded broker.
+
+    Publishing an event that was never published stamps it in place with its subject
+    and position (``event.sequence``); an already published event is copied.
 
     >>> b = MemoryBroker()
     >>> got = []
@@ -54,20 +75,25 @@ class MemoryBroker:
     def __init__(
         self, retention: Retention | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.retention = retention or Retention()
+        self.retention = r = retention or Retention()
         self._clock = clock
+        self._max_events = r.max_events if r.max_events is not None else _UNBOUNDED
+        self._max_bytes = r.max_bytes
+        self._max_age = r.max_age
+        self._accounting = r.max_bytes is not None or bool(r.max_age)
         self._epoch = os.urandom(4).hex()
         self._offset = 0
-        self._log: OrderedDict[int, _Entry] = OrderedDict()
+        self._rooms: dict[str, _Room] = {}
+        self._retained = 0
         self._bytes = 0
-        self._by_subject: dict[str, deque[int]] = {}
+        self._times: deque[tuple[int, float]] = deque()
         self._evicted: dict[str, int] = {}  # subject -> highest offset evicted
         self._evicted_floor = 0  # applies to every subject once _evicted was folded
         self._index: SubjectIndex[_Subscription] = SubjectIndex()
+        self._routes = self._index._cache  # subject -> subscriptions, kept by the index
         self._dispatching = False
         self._pending: deque[tuple[str, int, Event]] = deque()
         self._closed = False
-        self.published = 0
         self.failed_subscribers = 0
 
     # -- positions ----------------------------------------------------------------
@@ -79,131 +105,224 @@ class MemoryBroker:
         return Position(self._epoch, self._offset) if self._offset else None
 
     def earliest(self) -> Position | None:
-        self._expire()
-        if not self._log:
-            return None
-        return Position(self._epoch, next(iter(self._log)))
+        self._expire(force=True)
+        heads = [_off(room[0]) for room in self._rooms.values() if room]
+        return Position(self._epoch, min(heads)) if heads else None
 
     def __len__(self) -> int:
-        return len(self._log)
+        return self._retained
 
     @property
     def subscriber_count(self) -> int:
         return len(self._index)
+
+    @property
+    def published(self) -> int:
+        """Events published in this epoch."""
+        return self._offset
 
     # -- publishing ---------------------------------------------------------------
     def publish(self, subject: str, event: Event | Any) -> Position:
         """Append to the log and deliver to matching subscribers; returns the position.
 
         ``event`` may be an :class:`Event` or any JSON-serializable value (wrapped).
+        This is the hot path: it is kept flat on purpose.
         """
-        if self._closed:
-            raise RuntimeError("broker is closed")
-        if subject not in self._by_subject:
-            validate_subject(subject)
-            self._by_subject[subject] = deque()
-        if not isinstance(event, Event):
-            event = Event.create(event)
+        room = self._rooms.get(subject)
+        if room is None:
+            room = self._new_room(subject)
+        if event.__class__ is not Event:
+            event = event if isinstance(event, Event) else Event.create(event)
         self._offset = off = self._offset + 1
-        event = event.stamped(subject, f"{self._epoch}-{off}")
-        r = self.retention
-        size = len(event.encode()) if r.max_bytes is not None else 0
-        self._log[off] = (off, event, size, self._clock() if r.max_age else 0.0)
-        self._bytes += size
-        per = self._by_subject[subject]
-        per.append(off)
-        if r.max_per_subject is not None and len(per) > r.max_per_subject:
-            self._evict(per[0])
-        if (r.max_events is not None and len(self._log) > r.max_events) or (
-            r.max_bytes is not None and self._bytes > r.max_bytes
-        ):
-            self._trim()
-        elif r.max_age:
-            self._expire()
-        self.published += 1
+        pos: Position = _new_position(Position, (self._epoch, off))
+        if event._pos is None and event._seq is None and event._json is None:
+            if event.subject != subject:
+                _set_subject(event, subject)
+            _set_position(event, pos)
+        else:
+            event = event.stamped(subject, pos)
+        if len(room) == room.maxlen:  # the ring drops this subject's oldest event
+            head = room[0]
+            self._evicted[subject] = head._pos[1]  # type: ignore[index]
+            if self._max_bytes is not None:
+                self._bytes -= len(head.encode())
+        else:
+            self._retained += 1
+        room.append(event)
+        if self._accounting or self._retained > self._max_events:
+            self._enforce(event)
+        subs = self._routes.get(subject)
+        if subs is None:
+            subs = self._index.lookup(subject)
+        if not subs:
+            return pos
         if self._dispatching:
             self._pending.append((subject, off, event))
-        else:
-            self._dispatch(subject, off, event)
-        return Position(self._epoch, off)
+            return pos
+        # Dispatch inline (the common case); re-entrant publishes from inside a
+        # subscriber are queued above and drained here, so every subscriber sees
+        # events in log order.
+        self._dispatching = True
+        try:
+            for sub in subs:
+                if off > sub.last:
+                    sub.last = off
+                    try:
+                        sub.on_next(event)
+                    except Exception as exc:  # a faulty consumer harms nobody else
+                        self._drop(sub, exc)
+            if self._pending:
+                self._drain_pending()
+        finally:
+            self._dispatching = False
+        return pos
+
+    def publish_many(self, subject: str, events: Iterable[Event | Any]) -> list[Position]:
+        """Publish a batch to one subject; same result as repeated :meth:`publish`, cheaper.
+
+        Positions are consecutive. Subscribers receive the batch in order (the
+        ingest endpoint and batching sinks use this).
+        """
+        room = self._rooms.get(subject)
+        if room is None:
+            room = self._new_room(subject)
+        epoch = self._epoch
+        positions: list[Position] = []
+        batch: list[Event] = []
+        maxlen = room.maxlen
+        evicted = self._evicted
+        for event in events:
+            if event.__class__ is not Event:
+                event = event if isinstance(event, Event) else Event.create(event)
+            self._offset = off = self._offset + 1
+            pos: Position = _new_position(Position, (epoch, off))
+            if event._pos is None and event._seq is None and event._json is None:
+                if event.subject != subject:
+                    _set_subject(event, subject)
+                _set_position(event, pos)
+            else:
+                event = event.stamped(subject, pos)
+            if len(room) == maxlen:
+                head = room[0]
+                evicted[subject] = head._pos[1]  # type: ignore[index]
+                if self._max_bytes is not None:
+                    self._bytes -= len(head.encode())
+            else:
+                self._retained += 1
+            room.append(event)
+            if self._accounting:
+                self._enforce(event)
+            positions.append(pos)
+            batch.append(event)
+        if self._retained > self._max_events:
+            self._enforce(batch[-1], count_bytes=False)
+        subs = self._index.lookup(subject)
+        if not subs or not batch:
+            return positions
+        if self._dispatching:
+            self._pending.extend((subject, _off(e), e) for e in batch)
+            return positions
+        self._dispatching = True
+        try:
+            for sub in subs:
+                for event in batch:
+                    off = event._pos[1]  # type: ignore[index]
+                    if off > sub.last:
+                        sub.last = off
+                        try:
+                            sub.on_next(event)
+                        except Exception as exc:
+                            self._drop(sub, exc)
+                            break
+            if self._pending:
+                self._drain_pending()
+        finally:
+            self._dispatching = False
+        return positions
 
     async def apublish(self, subject: str, event: Event | Any) -> Position:
         return self.publish(subject, event)
 
-    def _dispatch(self, subject: str, off: int, event: Event) -> None:
-        # Re-entrant publishes (a subscriber publishing) are queued so that every
-        # subscriber sees events in log order.
-        self._dispatching = True
-        try:
-            while True:
-                for sub in self._index.lookup(subject):
-                    if off > sub.last:
-                        if sub.buffer is not None:
-                            sub.buffer.append((off, event))
-                            continue
-                        sub.last = off
-                        try:
-                            sub.observer.on_next(event)
-                        except Exception as exc:  # a faulty consumer harms nobody else
-                            self._drop(sub, exc)
-                if not self._pending:
-                    return
-                subject, off, event = self._pending.popleft()
-        finally:
-            self._dispatching = False
+    def _new_room(self, subject: str) -> _Room:
+        if self._closed:
+            raise RuntimeError("broker is closed")
+        validate_subject(subject)
+        room: _Room = deque(maxlen=self.retention.max_per_subject)
+        self._rooms[subject] = room
+        return room
+
+    def _drain_pending(self) -> None:
+        """Deliver events that subscribers published while being delivered to, in order."""
+        pending = self._pending
+        while pending:
+            subject, off, event = pending.popleft()
+            for sub in self._index.lookup(subject):
+                if off > sub.last:
+                    sub.last = off
+                    try:
+                        sub.on_next(event)
+                    except Exception as exc:
+                        self._drop(sub, exc)
 
     def _drop(self, sub: _Subscription, exc: Exception) -> None:
         self.failed_subscribers += 1
+        sub.last = _UNBOUNDED
         self._index.remove(sub.key)
         with contextlib.suppress(Exception):  # the observer is already broken
             sub.observer.on_error(exc)
 
     # -- retention ----------------------------------------------------------------
-    def _evict(self, off: int) -> None:
-        entry = self._log.pop(off, None)
-        if entry is None:
-            return
-        _, event, size, _ = entry
-        self._bytes -= size
-        subject = event.subject or ""
-        per = self._by_subject.get(subject)
-        if per and per[0] == off:
-            per.popleft()
-        elif per:
-            per.remove(off)
-        self._evicted[subject] = off
-        if len(self._evicted) > _MAX_EVICTED_SUBJECTS:
-            # Fold into one conservative floor: may report a gap a little early, never late.
-            self._evicted_floor = max(self._evicted.values())
-            self._evicted.clear()
-
-    def _trim(self) -> None:
-        r = self.retention
-        while self._log and (
-            (r.max_events is not None and len(self._log) > r.max_events)
-            or (r.max_bytes is not None and self._bytes > r.max_bytes)
-        ):
-            self._evict(next(iter(self._log)))
-        if r.max_age:
+    def _enforce(self, event: Event, count_bytes: bool = True) -> None:
+        if self._max_bytes is not None and count_bytes:
+            self._bytes += len(event.encode())
+        if self._max_age and count_bytes:
+            self._times.append((self._offset, self._clock()))
             self._expire()
+        over_count = self._retained > self._max_events
+        over_bytes = self._max_bytes is not None and self._bytes > self._max_bytes
+        if over_count or over_bytes:
+            max_count = int(self._max_events * _TRIM_TO) if over_count else _UNBOUNDED
+            max_bytes = int((self._max_bytes or 0) * _TRIM_TO) if over_bytes else _UNBOUNDED
+            self._evict_oldest(
+                lambda _: self._retained > max_count or self._bytes > max_bytes, keep=1
+            )
 
-    def _expire(self) -> None:
-        max_age = self.retention.max_age
-        if not max_age or not self._log:
+    def _evict_oldest(self, more: Callable[[int], bool], keep: int = 0) -> None:
+        """Evict globally oldest events while ``more(offset_of_oldest)`` holds."""
+        heap = [(_off(room[0]), subject) for subject, room in self._rooms.items() if room]
+        heapq.heapify(heap)
+        while heap and self._retained > keep and more(heap[0][0]):
+            off, subject = heap[0]
+            room = self._rooms[subject]
+            event = room.popleft()
+            self._retained -= 1
+            if self._max_bytes is not None:
+                self._bytes -= len(event.encode())
+            self._evicted[subject] = off
+            if room:
+                heapq.heapreplace(heap, (_off(room[0]), subject))
+            else:
+                heapq.heappop(heap)
+
+    def _expire(self, force: bool = False) -> None:
+        times = self._times
+        if not times or not self._max_age:
             return
-        cutoff = self._clock() - max_age
-        while self._log:
-            first = next(iter(self._log.values()))
-            if first[3] >= cutoff:
-                break
-            self._evict(first[0])
+        cutoff = self._clock() - self._max_age
+        if times[0][1] >= cutoff:
+            return
+        upto = 0
+        while times and times[0][1] < cutoff:
+            upto = times.popleft()[0]
+        self._evict_oldest(lambda off: off <= upto)
 
     def purge(self) -> None:
         """Drop all history and start a new epoch (old positions now report a gap)."""
-        self._log.clear()
+        for room in self._rooms.values():
+            room.clear()
+        self._retained = 0
         self._bytes = 0
-        for per in self._by_subject.values():
-            per.clear()
+        self._times.clear()
         self._evicted.clear()
         self._evicted_floor = 0
         self._epoch = os.urandom(4).hex()
@@ -212,12 +331,25 @@ class MemoryBroker:
             sub.last = 0
 
     # -- reading ------------------------------------------------------------------
+    def _matching_rooms(self, pattern: str) -> list[_Room]:
+        return [room for subject, room in self._rooms.items() if match(pattern, subject)]
+
+    def _entries(self, pattern: str, after: int) -> list[tuple[int, Event]]:
+        """Retained (offset, event) pairs matching ``pattern`` after ``after``, in log order."""
+        rooms = self._matching_rooms(pattern)
+        merged = heapq.merge(*rooms, key=_off) if len(rooms) > 1 else (rooms[0] if rooms else ())
+        return [(o, e) for e in merged if (o := _off(e)) > after]
+
     def _check_since(self, pattern: str, since: Position) -> None:
-        self._expire()
+        self._expire(force=True)
         if since.epoch != self._epoch:
             raise GapError(since, self._earliest_for(pattern), "epoch changed (history lost)")
         if since.offset > self._offset:
             raise GapError(since, self._earliest_for(pattern), "position is ahead of the log")
+        if len(self._evicted) > _MAX_EVICTED_SUBJECTS:
+            # Fold into one conservative floor: may report a gap a little early, never late.
+            self._evicted_floor = max(self._evicted.values())
+            self._evicted.clear()
         lost = self._evicted_floor > since.offset or any(
             off > since.offset and match(pattern, subj) for subj, off in self._evicted.items()
         )
@@ -225,9 +357,9 @@ class MemoryBroker:
             raise GapError(since, self._earliest_for(pattern), "events were evicted")
 
     def _earliest_for(self, pattern: str) -> Position | None:
-        for off, event, _, _ in self._log.values():
-            if match(pattern, event.subject or ""):
-                return Position(self._epoch, off)
+        heads = [_off(room[0]) for room in self._matching_rooms(pattern) if room]
+        if heads:
+            return Position(self._epoch, min(heads))
         return Position(self._epoch, self._offset + 1) if self._offset else None
 
     def history(
@@ -238,32 +370,23 @@ class MemoryBroker:
         Raises :class:`GapError` if events after ``since`` were evicted.
         """
         validate_pattern(pattern)
-        self._expire()
+        self._expire(force=True)
         start = 0
         if since is not None:
             since = Position.parse(since) if isinstance(since, str) else since
             self._check_since(pattern, since)
             start = since.offset
-        out: list[Event] = []
-        for off, event, _, _ in self._log.values():
-            if off > start and match(pattern, event.subject or ""):
-                out.append(event)
-                if limit is not None and len(out) >= limit:
-                    break
-        return out
+        events = [event for _, event in self._entries(pattern, start)]
+        return events if limit is None else events[:limit]
 
     def last(self, pattern: str, n: int) -> list[Event]:
         """The newest ``n`` retained events matching ``pattern``, oldest first."""
         validate_pattern(pattern)
-        self._expire()
-        out: list[Event] = []
-        for _, event, _, _ in reversed(self._log.values()):
-            if len(out) >= n:
-                break
-            if match(pattern, event.subject or ""):
-                out.append(event)
-        out.reverse()
-        return out
+        self._expire(force=True)
+        if n <= 0:
+            return []
+        tails = [list(room)[-n:] for room in self._matching_rooms(pattern)]
+        return list(heapq.merge(*tails, key=_off))[-n:]
 
     def subscribe(self, pattern: str, since: Position | str | None = None) -> Observable[Event]:
         """A hot stream of events matching ``pattern``.
@@ -288,30 +411,27 @@ class MemoryBroker:
                     observer.on_error(gap)
                     return Disposable()
             sub = _Subscription(observer, pos.offset if pos is not None else self._offset)
-            sub.key = self._index.add(pattern, sub)
-            disposed = False
-            if pos is not None:
-                for off, event, _, _ in list(self._log.values()):
-                    if disposed:
-                        break
-                    if off > sub.last and match(pattern, event.subject or ""):
-                        sub.last = off
-                        observer.on_next(event)
-            # Deliver what went live during replay; anything published while we do
-            # that lands in a fresh buffer, so the loop runs until it is empty.
-            while sub.buffer and not disposed:
-                held, sub.buffer = sub.buffer, []
-                for off, event in held:
-                    if off > sub.last:
-                        sub.last = off
-                        observer.on_next(event)
-            sub.buffer = None
 
             def dispose() -> None:
-                nonlocal disposed
-                disposed = True
+                sub.last = _UNBOUNDED
                 self._index.remove(sub.key)
 
+            if pos is not None:
+                # Replay until caught up: the observer may publish while it replays, and
+                # everything runs on this thread, so once nothing newer is left the
+                # subscription goes live without a gap.
+                while sub.last < self._offset:
+                    mark = self._offset
+                    for off, event in self._entries(pattern, sub.last):
+                        if off > mark or sub.last == _UNBOUNDED:
+                            break
+                        sub.last = off
+                        observer.on_next(event)
+                    if sub.last == _UNBOUNDED:
+                        break
+                    sub.last = mark
+            if sub.last != _UNBOUNDED:
+                sub.key = self._index.add(pattern, sub)
             return Disposable(dispose)
 
         return Observable(on_subscribe)
@@ -319,7 +439,10 @@ class MemoryBroker:
     async def close(self) -> None:
         """Complete every subscriber; further publishes raise."""
         self._closed = True
+        self._rooms.clear()
         subs = list(self._index.values())
         self._index = SubjectIndex()
+        self._routes = self._index._cache
         for sub in subs:
+            sub.last = _UNBOUNDED
             sub.observer.on_completed()
