@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -54,6 +55,7 @@ from .url import BrokerSettings
 
 __all__ = ["NatsBroker"]
 
+log = logging.getLogger(__name__)
 _TRANSIENT = (nats.errors.Error, asyncio.TimeoutError, OSError)
 
 
@@ -238,7 +240,8 @@ class NatsBroker:
                 else:
                     await self._check(cursor[0], pattern)
                 await self._push(pattern, cursor, emit, backoff)
-            except (_Reset, *_TRANSIENT):
+            except (_Reset, *_TRANSIENT) as exc:
+                log.info("subscription %s: %r; resuming", pattern, exc)
                 await asyncio.sleep(backoff.next())
 
     async def _push(
@@ -362,7 +365,8 @@ class NatsBroker:
                     await m.ack()
                 nc, _ = await self._client()
                 await nc.flush(timeout=int(self.timeout) or 1)
-            except _TRANSIENT:
+            except _TRANSIENT as exc:
+                log.warning("worker %s: %r; reconnecting", group, exc)
                 psub = None
                 await asyncio.sleep(backoff.next())
 

@@ -15,6 +15,9 @@ Retention: ``max_events`` trims exactly (``MAXLEN =``) and ``max_age`` trims by 
 (``MINID``), both inside the publish script, which records what they removed so a gap is
 reported exactly when events after ``since`` are gone. ``max_bytes`` and
 ``max_per_subject`` have no Redis equivalent on a single stream and are ignored.
+
+Each live subscription holds one pooled connection while it waits (``XREAD BLOCK``);
+the pool is capped at ``max_connections`` and callers beyond it wait for a connection.
 Pattern filtering happens client side with :func:`streams.match` on each entry's subject.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -43,6 +47,7 @@ from .url import BrokerSettings
 
 __all__ = ["RedisBroker"]
 
+log = logging.getLogger(__name__)
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 
 # Returns the epoch, creating stream and epoch together when the stream is missing.
@@ -142,6 +147,7 @@ class RedisBroker:
         ack_wait: float = 30.0,
         batch: int = 512,
         block: float = 5.0,
+        max_connections: int = 512,
     ) -> None:
         self.url = url
         self.stream = stream
@@ -149,6 +155,7 @@ class RedisBroker:
         self.ack_wait = ack_wait
         self.batch = batch
         self.block = block
+        self.max_connections = max_connections
         prefix = f"rxstreams:{{{stream}}}"
         self.log_key = f"{prefix}:log"
         self.meta_key = f"{prefix}:meta"
@@ -167,9 +174,14 @@ class RedisBroker:
     def client(self) -> Any:
         """The redis-py client, created on first use (it reconnects by itself)."""
         if self._client is None:
-            self._client = aioredis.Redis.from_url(
-                self.url, socket_connect_timeout=2.0, health_check_interval=10
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=self.max_connections,
+                timeout=20,
+                socket_connect_timeout=2.0,
+                health_check_interval=10,
             )
+            self._client = aioredis.Redis(connection_pool=pool)
             self._publish_script = self._client.register_script(_PUBLISH)
             self._read_script = self._client.register_script(_READ)
         return self._client
@@ -293,7 +305,8 @@ class RedisBroker:
                 await self.client.xread(
                     {self.log_key: redis_id(pos.offset)}, count=1, block=int(self.block * 1000)
                 )
-            except _TRANSIENT:
+            except _TRANSIENT as exc:
+                log.info("subscription %s: %r; resuming", pattern, exc)
                 checked = False  # history may have moved on while we were away
                 await asyncio.sleep(backoff.next())
 
@@ -345,7 +358,8 @@ class RedisBroker:
                 if events:
                     await handle(events)
                 await self.client.xack(self.log_key, group, *[x[0] for x in entries])
-            except _TRANSIENT:
+            except _TRANSIENT as exc:
+                log.warning("worker %s: %r; reconnecting", group, exc)
                 await asyncio.sleep(backoff.next())
 
     async def drop(self) -> None:
