@@ -1,10 +1,13 @@
 """Delivery to many clients: one bounded queue per client, coalesced writes.
 
-Every client owns a :class:`streams.AsyncBuffer` (bounded in events and bytes) with the
-route's overflow policy. WebSocket clients are written by the :class:`Hub`'s flusher: one
-``call_soon`` callback per loop iteration drains every client that received something
-and writes all of it in one ``transport.write`` (a JSON array frame built from cached
-event bytes; clients with the same batch share the same frame bytes). A client whose
+Every client owns a :class:`streams.AsyncBuffer` (bounded in queued items and bytes) with
+the route's overflow policy. Live subscriptions to the same pattern share one broker
+subscription, a :class:`Topic`: the events it receives during one loop iteration become
+one immutable segment, queued to every member as a single item. WebSocket clients are
+written by the :class:`Hub`'s flusher: one ``call_soon`` callback per loop iteration
+drains every client that received something and writes all of it in one
+``transport.write`` (a JSON array frame built from cached event bytes; clients with the
+same queue contents share the same frame bytes). A client whose
 socket is backed up gets its own writer task, which waits for the socket to drain; its
 queue stays bounded, and its policy decides what happens when it fills. SSE and NDJSON
 responses are written by their own handler task, the same way.
@@ -24,16 +27,24 @@ from reactivex.abc import DisposableBase
 from streams import AsyncBuffer, Broker, Event, GapError, Overflow, OverflowPolicy, Position
 
 from .config import ServerConfig
-from .framing import Item, gap_message, ws_frames, ws_payloads
+from .framing import Item, Segment, count_events, gap_message, ws_frames, ws_payloads
 from .metrics import ServerMetrics
 
-__all__ = ["Client", "Hub", "StreamClient", "WsClient", "subscribe_client"]
+__all__ = ["Client", "Hub", "StreamClient", "Topic", "WsClient", "subscribe_client"]
 
 
 class Client:
     """One connected consumer: a bounded queue plus bookkeeping shared by all transports."""
 
     transport_name: str = "stream"
+
+    def can_write_now(self) -> bool:
+        """True for a WebSocket client that can be written to right now, skipping the queue."""
+        return False
+
+    def write_now(self, frames: bytes) -> bool:
+        """Write ``frames`` bypassing the queue (only when :attr:`direct`)."""
+        return False
 
     def __init__(self, hub: Hub, policy: OverflowPolicy) -> None:
         cfg = hub.config
@@ -42,29 +53,63 @@ class Client:
             cfg.client_max_events, cfg.client_max_bytes, policy
         )
         self.policy = policy
-        self.subs: dict[str, SubHandle] = {}
-        self.dropped_seen = 0
+        self.subs: dict[str, SubHandle | TopicHandle] = {}
         self.first_at = 0.0  # loop time the oldest queued item arrived
         self.kicked = False
 
     def offer(self, item: Item, size: int) -> None:
-        """Queue ``item``; applies the overflow policy. Called from broker callbacks."""
+        """Queue ``item`` (``size`` bytes) under the overflow policy; never blocks."""
         q = self.queue
-        empty = not len(q.buffer)
-        ok = q.offer(item, size)
-        dropped = q.buffer.dropped
-        if dropped != self.dropped_seen:
-            self.hub.metrics.dropped.labels(self.policy.value).inc(dropped - self.dropped_seen)
-            self.dropped_seen = dropped
-        if not ok:
-            if q.closed and not self.kicked and q.buffer.overflowed:
-                self.kicked = True
-                self.hub.metrics.disconnects.inc()
-                self.on_overflow()
+        if q.closed:
             return
+        b = q.buffer
+        if len(b):
+            policy = self.policy
+            if policy is OverflowPolicy.LATEST_ONLY:
+                if not isinstance(item, bytes):
+                    self._conflate()
+                    if isinstance(item, tuple) and len(item) > 1:
+                        self._count_dropped(len(item) - 1)
+                        item = item[-1]
+                        size = len(item.encode())
+            elif len(b) >= b.max_items or (
+                b.max_bytes is not None and b.bytes + size > b.max_bytes
+            ):
+                if policy is OverflowPolicy.DROP_OLDEST:
+                    dropped = 0
+                    while len(b) and (
+                        len(b) >= b.max_items
+                        or (b.max_bytes is not None and b.bytes + size > b.max_bytes)
+                    ):
+                        dropped += count_events(b.pop())
+                    self._count_dropped(dropped)
+                else:  # disconnect: the queue refuses and closes itself with Overflow
+                    q.offer(item, size)
+                    self._count_dropped(count_events(item))
+                    if not self.kicked:
+                        self.kicked = True
+                        self.hub.metrics.disconnects.inc()
+                        self.on_overflow()
+                    return
+        empty = not len(b)
+        q.offer(item, size)
         if empty:
             self.first_at = self.hub.loop.time()
             self.wake()
+
+    def _conflate(self) -> None:
+        """``latest_only``: drop queued events, keep queued control messages."""
+        b = self.queue.buffer
+        kept = [
+            i for i in b.drain() if isinstance(i, bytes) or self._count_dropped(count_events(i))
+        ]
+        for i in kept:
+            b.offer(i, len(i))  # type: ignore[arg-type]
+
+    def _count_dropped(self, n: int) -> bool:
+        if n:
+            self.hub.metrics.dropped.labels(self.policy.value).inc(n)
+        return False
 
     def wake(self) -> None:
         """Something new is queued (the queue itself wakes a task waiting in ``drain``)."""
@@ -150,15 +195,146 @@ def subscribe_client(
     pattern: str,
     since: Position | None,
     flt: Callable[[Event], bool] | None = None,
-) -> SubHandle:
-    """Feed ``client``'s queue from ``broker``; a gap is signalled, then replay from earliest."""
-    handle = SubHandle(client, sub_id, pattern, flt)
-    if sub_id is not None:
-        client.subs[sub_id] = handle
-    else:
-        client.subs[""] = handle
-    handle.start(broker, since)
-    return handle
+) -> SubHandle | TopicHandle:
+    """Feed ``client``'s queue from ``broker``.
+
+    Live subscriptions without a filter join the pattern's shared :class:`Topic`; a
+    resume (``since``) or a filter gets its own broker subscription, where a gap is
+    signalled and the replay continues from the earliest retained event.
+    """
+    key = sub_id if sub_id is not None else ""
+    if since is None and flt is None:
+        topic = client.hub.topic(broker, pattern)
+        handle: SubHandle | TopicHandle = TopicHandle(topic, client)
+        client.subs[key] = handle
+        topic.join(client)
+        return handle
+    sub = SubHandle(client, sub_id, pattern, flt)
+    client.subs[key] = sub
+    sub.start(broker, since)
+    return sub
+
+
+class Topic:
+    """One broker subscription shared by every live, unfiltered subscriber of a pattern.
+
+    Events received during one loop iteration become one segment (a tuple), offered to
+    each member as a single queued item: per-event work is independent of the number of
+    clients, and members with the same queue contents share one encoded frame.
+    """
+
+    __slots__ = (
+        "broker",
+        "dirty",
+        "disposable",
+        "first_at",
+        "hub",
+        "late",
+        "members",
+        "pattern",
+        "pending",
+        "pending_bytes",
+    )
+
+    def __init__(self, hub: Hub, broker: Broker, pattern: str) -> None:
+        self.hub = hub
+        self.broker = broker
+        self.pattern = pattern
+        self.members: dict[Client, None] = {}
+        self.late: dict[Client, int] = {}  # joined after events of this iteration arrived
+        self.pending: list[Event] = []
+        self.pending_bytes = 0
+        self.dirty = False
+        self.first_at = 0.0
+        self.disposable: DisposableBase | None = None
+
+    def start(self) -> None:
+        self.disposable = self.broker.subscribe(self.pattern).subscribe(
+            self.on_next, self.on_error, self.on_completed
+        )
+
+    def on_next(self, event: Event) -> None:
+        if not self.pending:
+            self.first_at = self.hub.loop.time()
+        self.pending.append(event)
+        self.pending_bytes += len(event.encode())
+        if not self.dirty:
+            self.dirty = True
+            self.hub.mark_topic(self)
+
+    def on_error(self, exc: Exception) -> None:
+        for client in list(self.members):
+            client.queue.close(exc)
+            client.on_overflow()
+        self.close()
+
+    def on_completed(self) -> None:
+        for client in list(self.members):
+            client.queue.close()
+        self.close()
+
+    def join(self, client: Client) -> None:
+        self.members[client] = None
+        if self.pending:
+            self.late[client] = len(self.pending)
+
+    def leave(self, client: Client) -> None:
+        self.members.pop(client, None)
+        self.late.pop(client, None)
+        if not self.members:
+            self.close()
+
+    def close(self) -> None:
+        self.members.clear()
+        self.hub.topics.pop((id(self.broker), self.pattern), None)
+        if self.disposable is not None:
+            self.disposable.dispose()
+            self.disposable = None
+
+    def flush(self) -> None:
+        """Offer this iteration's events to every member as one segment."""
+        self.dirty = False
+        segment: Segment = tuple(self.pending)
+        size = self.pending_bytes
+        self.pending.clear()
+        self.pending_bytes = 0
+        late = self.late
+        if late:
+            self.late = {}
+        frame = b""
+        direct = 0
+        for client in list(self.members):
+            start = late.get(client) if late else None
+            if start is None:
+                # Fast path: a caught-up WebSocket client is written right away, with the
+                # frame bytes shared by every such member; the others queue the segment.
+                if client.can_write_now():
+                    if not frame:
+                        frame = ws_frames((segment,))
+                    if client.write_now(frame):
+                        direct += 1
+                        continue
+                client.offer(segment, size)
+            elif start < len(segment):
+                part = segment[start:]
+                client.offer(part, sum(len(e.encode()) for e in part))
+        if direct:
+            hub = self.hub
+            hub.observe_latency(self.first_at)
+            hub.metrics.events_out.labels("ws").inc(direct * len(segment))
+
+
+class TopicHandle:
+    """A client's membership in a :class:`Topic`."""
+
+    __slots__ = ("client", "topic")
+
+    def __init__(self, topic: Topic, client: Client) -> None:
+        self.topic = topic
+        self.client = client
+
+    def dispose(self) -> None:
+        self.topic.leave(self.client)
 
 
 class WsClient(Client):
@@ -184,6 +360,19 @@ class WsClient(Client):
     def send_control(self, msg: bytes) -> None:
         """Queue a control message (``ack``, ``error``, ...) in order with events."""
         self.offer(msg, len(msg))
+
+    def can_write_now(self) -> bool:
+        """Nothing queued, no writer task, socket accepting: write without queueing."""
+        return (
+            not self.dirty
+            and self.slow_task is None
+            and self.closing is None
+            and not len(self.queue.buffer)
+            and not self.protocol._paused
+        )
+
+    def write_now(self, frames: bytes) -> bool:
+        return self.write(frames)
 
     def write(self, frames: bytes) -> bool:
         """Write frames now; False if the socket is gone."""
@@ -318,6 +507,8 @@ class Hub:
         self.connections = 0
         self.closing = False
         self._dirty: list[WsClient] = []
+        self._dirty_topics: list[Topic] = []
+        self.topics: dict[tuple[int, str], Topic] = {}
         self._scheduled = False
         self._out: dict[str, int] = {}
         self.metrics = ServerMetrics(self._queued_events, self._queued_bytes)
@@ -355,14 +546,33 @@ class Hub:
         if n:
             self.metrics.events_out.labels(transport).inc(n)
 
+    def topic(self, broker: Broker, pattern: str) -> Topic:
+        """The shared live subscription for ``pattern`` (made on first use)."""
+        key = (id(broker), pattern)
+        topic = self.topics.get(key)
+        if topic is None:
+            topic = self.topics[key] = Topic(self, broker, pattern)
+            topic.start()
+        return topic
+
     def mark(self, client: WsClient) -> None:
         self._dirty.append(client)
         if not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self._flush)
 
+    def mark_topic(self, topic: Topic) -> None:
+        self._dirty_topics.append(topic)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._flush)
+
     def _flush(self) -> None:
-        """Write every dirty WebSocket client's queue: one write each, shared frames."""
+        """Hand topic segments to their members, then write every dirty WebSocket
+        client's queue: one write each, frames shared between identical queues."""
+        topics, self._dirty_topics = self._dirty_topics, []
+        for topic in topics:
+            topic.flush()
         dirty, self._dirty = self._dirty, []
         self._scheduled = False
         cache: dict[int, tuple[Sequence[Item], bytes, int]] = {}

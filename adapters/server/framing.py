@@ -21,6 +21,10 @@ from streams import Event, GapError, encode_events
 __all__ = [
     "HEARTBEAT_NDJSON",
     "HEARTBEAT_SSE",
+    "Item",
+    "Segment",
+    "count_events",
+    "flatten",
     "gap_message",
     "ndjson_chunk",
     "sse_chunk",
@@ -32,7 +36,36 @@ __all__ = [
 HEARTBEAT_SSE: Final = b": hb\n\n"
 HEARTBEAT_NDJSON: Final = b"\n"
 
-Item = Event | bytes
+Segment = tuple[Event, ...]  # events that reached a shared topic in one loop iteration
+Item = Event | bytes | Segment
+
+
+def flatten(items: Sequence[Item]) -> list[Event | bytes]:
+    """Expand segments in a batch, keeping order.
+
+    >>> a = Event.create(1, id="a")
+    >>> len(flatten([b"{}", (a, a), a]))
+    4
+    """
+    out: list[Event | bytes] = []
+    for item in items:
+        if isinstance(item, tuple):
+            out.extend(item)
+        else:
+            out.append(item)
+    return out
+
+
+def count_events(item: Item) -> int:
+    """Events carried by one queued item (control messages carry none).
+
+    >>> a = Event.create(1, id="a")
+    >>> count_events(a), count_events(b"{}"), count_events((a, a))
+    (1, 0, 2)
+    """
+    if isinstance(item, tuple):
+        return len(item)
+    return 1 if isinstance(item, Event) else 0
 
 
 def gap_message(gap: GapError, sub_id: str | None = None) -> bytes:
@@ -63,7 +96,7 @@ def sse_chunk(items: Sequence[Item]) -> bytes:
     b'event: gap\\ndata: {"op":"gap","earliest":null}\\n\\n'
     """
     parts: list[bytes] = []
-    for item in items:
+    for item in flatten(items):
         if isinstance(item, Event):
             if item.sequence is not None:
                 parts.append(b"id: " + item.sequence.encode() + b"\n")
@@ -80,7 +113,7 @@ def ndjson_chunk(items: Sequence[Item]) -> bytes:
     >>> ndjson_chunk([b'{"op":"gap"}', Event.create(1, id="x")]).count(b"\\n")
     2
     """
-    return b"".join([(i.encode() if isinstance(i, Event) else i) + b"\n" for i in items])
+    return b"".join([(i.encode() if isinstance(i, Event) else i) + b"\n" for i in flatten(items)])
 
 
 _PACK1: Final = struct.Struct("!BB").pack
@@ -115,7 +148,7 @@ def ws_payloads(items: Sequence[Item]) -> list[bytes]:
     """
     out: list[bytes] = []
     run: list[Event] = []
-    for item in items:
+    for item in flatten(items):
         if isinstance(item, Event):
             run.append(item)
             continue
