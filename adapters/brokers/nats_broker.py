@@ -380,6 +380,7 @@ class NatsBroker:
         """Complete every subscriber and close the connection."""
         await self._feeds.close()
         if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
+            with contextlib.suppress(Exception):  # a dead connection is closed enough
+                await self._nc.close()
         self._nc = None
         self._js = None

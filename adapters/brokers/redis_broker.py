@@ -370,5 +370,6 @@ class RedisBroker:
         """Complete every subscriber and close the connection pool."""
         await self._feeds.close()
         if self._client is not None:
-            await self._client.aclose()
+            with contextlib.suppress(Exception):  # a dead connection is closed enough
+                await self._client.aclose()
             self._client = None
