@@ -164,7 +164,8 @@ def _load_json(args: argparse.Namespace) -> Any:
 
 
 def _is_ndjson(path: str) -> bool:
-    return Path(path).suffix.lower() in (".ndjson", ".jsonl", ".ldjson")
+    """A ``.json`` file holds one value or array; anything else is NDJSON, streamed."""
+    return Path(path).suffix.lower() != ".json"
 
 
 async def _publish(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -215,9 +216,9 @@ async def _publish(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def publish(args: argparse.Namespace) -> int:
-    """Publish ``--data`` (a JSON value or array), a ``.json`` file, or an NDJSON file
-    (``.ndjson``/``.jsonl``, or ``-`` for stdin) streamed in chunks with a progress bar
-    on a terminal; print one JSON summary line with the positions or counts.
+    """Publish ``--data`` (a JSON value or array), a ``.json`` file (the same), or any other
+    file as NDJSON (``-`` for stdin), streamed in chunks with a progress bar on a terminal;
+    print one JSON summary line with the positions or counts.
 
     A server error is printed with its JSON body; exit code 1.
     """

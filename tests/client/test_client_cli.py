@@ -21,27 +21,14 @@ from .live import LiveServer
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _cli_available() -> bool:
-    return (ROOT / "adapters" / "cli.py").exists()
-
-
 def command(name: str, **ns: object) -> list[str]:
-    """argv running ``rxstreams <name>`` with these arguments: through ``adapters.cli``,
-    or, while it is not there, straight through ``cli_commands`` with a Namespace."""
-    if _cli_available():
-        argv = [sys.executable, "-m", "adapters.cli", name]
-        positional = ns.pop("url") if name == "tail" else ns.pop("subject")
-        argv.append(str(positional))
-        for key, value in ns.items():
-            if value is not None:
-                argv += [f"--{key}", str(value)]
-        return argv
-    code = (
-        "import argparse, json, sys\n"
-        "from adapters.client import cli_commands\n"
-        f"sys.exit(cli_commands.{name}(argparse.Namespace(**json.loads(sys.argv[1]))))\n"
-    )
-    return [sys.executable, "-c", code, json.dumps(ns)]
+    """argv running ``rxstreams <name>`` (``python -m adapters.cli``) with these options."""
+    argv = [sys.executable, "-m", "adapters.cli", name]
+    argv.append(str(ns.pop("url") if name == "tail" else ns.pop("subject")))
+    for key, value in ns.items():
+        if value is not None:
+            argv += [f"--{key}", str(value)]
+    return argv
 
 
 async def run(argv: list[str], timeout: float = 30) -> tuple[int, str, str]:
