@@ -1,0 +1,329 @@
+"""The chat pipeline: raw client input in, accepted messages, presence and stats out.
+
+Browsers never publish to a room directly. They publish to an *inbound* subject; this
+pipeline consumes every inbound event, decides what happens to it and publishes the
+results, so the server needs no chat-specific hooks. Subject layout:
+
+====================================  ==============================================
+``chat.<room>.in``                    client input: ``chat.message``, ``chat.typing``,
+                                      ``chat.join``, ``chat.leave`` (``data.user``,
+                                      ``data.text``, ``data.cid``)
+``presence.conn``                     connection events from the server
+                                      (``demo.conn.open`` / ``demo.conn.closed``)
+``room.<room>.msg``                   accepted messages (the room's history)
+``room.<room>.typing``                throttled "is typing" signals
+``room.<room>.presence``              join/leave with the room's member list
+``user.<nick>.rejected``              why a message of ``nick`` was refused
+``stats.rooms``                       messages per room per minute (sliding window)
+====================================  ==============================================
+
+Stages, each with the operator family that does the job:
+
+1. **Routing by kind** -- ``route(kind)`` splits the inbound stream into message, typing
+   and presence branches; every output is published to its room's subject.
+2. **Filtering** -- ``select`` parses, ``route(verdict)`` sends empty or oversized
+   messages (and bad nicknames) to the rejected branch, published to the sender.
+3. **Flood control** -- ``dedupe`` drops a user's repeated message within
+   ``repeat_ttl``; per user (``group_by_key``) a ``rate_limit`` token bucket refuses
+   messages above ``rate`` per second, reporting them through ``on_drop``.
+4. **Typing indicators** -- per (room, user) group, ``throttle`` lets one signal
+   through per ``typing_every`` seconds however fast the user types.
+5. **Batched delivery** -- ``batch_by_key(room)`` collects a burst of accepted messages
+   per room and hands it to the broker at once (one dispatch, one frame per client).
+6. **Presence** -- ``select(Presence.apply)`` folds joins, leaves and *connection
+   closed* events into room membership: closing a tab leaves its rooms.
+7. **Windowed statistics** -- ``broadcast`` shares accepted messages with a
+   ``sliding(60, step)`` window keyed by room, counted by ``count_of()``.
+
+Everything time-based takes ``scheduler=``, so tests drive it in virtual time.
+
+>>> from reactivex import Subject
+>>> from streams import Event
+>>> inbound, out = Subject(), []
+>>> _ = build_pipeline(inbound, lambda subject, type, items: out.append((subject, items)))
+>>> inbound.on_next(Event.create({"user": "ada", "text": ""}, subject="chat.lobby.in",
+...                              type="chat.message"))
+>>> out
+[('user.ada.rejected', [{'room': 'lobby', 'text': '', 'reason': 'Message is empty'}])]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import reactivex
+from reactivex import Observable, abc
+from reactivex import operators as ops
+from reactivex.disposable import CompositeDisposable
+
+from operators import (
+    Branches,
+    Group,
+    Window,
+    batch_by_key,
+    broadcast,
+    count_of,
+    dedupe,
+    group_by_key,
+    rate_limit,
+    route,
+    select,
+    sliding,
+    throttle,
+    where,
+)
+from streams import Event
+
+__all__ = ["Change", "Message", "Presence", "Rules", "Send", "build_pipeline", "parse_input"]
+
+Send = Callable[[str, str, list[Any]], None]
+"""Where results go: ``send(subject, type, items)`` publishes ``items`` (event data) in order."""
+
+NAME = re.compile(r"[A-Za-z0-9_-]{1,24}")
+KINDS = {"chat.message": "message", "chat.typing": "typing", "chat.join": "presence"}
+KINDS |= {"chat.leave": "presence", "demo.conn.open": "presence", "demo.conn.closed": "presence"}
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The chat's policy knobs (defaults are what ``rxstreams demo`` runs with)."""
+
+    max_length: int = 500  # characters per message
+    rate: float = 1.0  # messages per second per user, sustained ...
+    burst: int = 5  # ... with bursts up to this many
+    repeat_ttl: float = 30.0  # the same text from the same user is dropped for this long
+    typing_every: float = 2.0  # at most one typing signal per user and room per period
+    batch_within: float = 0.05  # seconds a burst of messages may wait to travel together
+    stats_window: float = 60.0  # messages per room per minute ...
+    stats_step: float = 10.0  # ... updated this often
+
+
+class Message(NamedTuple):
+    """One parsed inbound event (``text`` is ``None`` for presence and typing)."""
+
+    kind: str
+    room: str
+    user: str
+    text: str | None = None
+    cid: str | None = None
+
+
+def parse_input(event: Event) -> Message:
+    """Turn an inbound event into a :class:`Message`; raises ``ValueError`` if malformed.
+
+    >>> parse_input(Event.create({"user": "ada", "text": "hi"}, subject="chat.lobby.in",
+    ...                          type="chat.message"))
+    Message(kind='chat.message', room='lobby', user='ada', text='hi', cid=None)
+    """
+    data = event.data
+    if not isinstance(data, dict):
+        raise ValueError("data must be an object")
+    user, text, cid = data.get("user"), data.get("text"), data.get("cid")
+    tokens = (event.subject or "").split(".")
+    room = tokens[1] if len(tokens) == 3 and tokens[0] == "chat" else ""
+    if not isinstance(user, str) or not isinstance(cid, str | None):
+        raise ValueError("user must be a string")
+    if event.type == "chat.message" and not isinstance(text, str):
+        raise ValueError("text must be a string")
+    return Message(event.type, room, user, text.strip() if text is not None else None, cid)
+
+
+def verdict(m: Message, rules: Rules) -> str | None:
+    """Why a message is refused, or ``None`` when it may pass."""
+    if not NAME.fullmatch(m.user) or not NAME.fullmatch(m.room):
+        return "Nickname and room use 1-24 letters, digits, _ or -"
+    if not m.text:
+        return "Message is empty"
+    if len(m.text) > rules.max_length:
+        return f"Message is longer than {rules.max_length} characters"
+    return None
+
+
+class Change(NamedTuple):
+    """A user joined or left a room; ``members`` is the room's list after the change."""
+
+    room: str
+    user: str
+    state: str
+    members: list[str]
+
+
+class Presence:
+    """Room membership from joins, leaves and closed connections (no I/O, no timers).
+
+    A user is present while at least one of their connections has joined the room, so a
+    second tab neither re-announces nor, when closed, removes them.
+
+    >>> p = Presence()
+    >>> p.apply(Message("chat.join", "lobby", "ada", cid="c1"))
+    [Change(room='lobby', user='ada', state='join', members=['ada'])]
+    >>> p.apply(Message("demo.conn.closed", "", "ada", cid="c1"))
+    [Change(room='lobby', user='ada', state='leave', members=[])]
+    """
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, dict[str, set[str]]] = {}  # room -> user -> connection ids
+        self.joined: dict[str, set[tuple[str, str]]] = {}  # connection id -> (room, user)
+
+    def apply(self, m: Message) -> list[Change]:
+        if m.cid is None:
+            return []
+        if m.kind == "chat.join" and NAME.fullmatch(m.room) and NAME.fullmatch(m.user):
+            return self._join(m.room, m.user, m.cid)
+        if m.kind == "chat.leave":
+            return self._leave(m.room, m.user, m.cid)
+        if m.kind == "demo.conn.closed":
+            return [
+                c for r, u in sorted(self.joined.get(m.cid, ())) for c in self._leave(r, u, m.cid)
+            ]
+        return []
+
+    def _join(self, room: str, user: str, cid: str) -> list[Change]:
+        members = self.rooms.setdefault(room, {})
+        conns = members.setdefault(user, set())
+        first = not conns
+        conns.add(cid)
+        self.joined.setdefault(cid, set()).add((room, user))
+        return [Change(room, user, "join", sorted(members))] if first else []
+
+    def _leave(self, room: str, user: str, cid: str) -> list[Change]:
+        members = self.rooms.get(room, {})
+        conns = members.get(user)
+        if not conns or cid not in conns:
+            return []
+        conns.discard(cid)
+        self.joined[cid].discard((room, user))
+        if not self.joined[cid]:
+            del self.joined[cid]
+        if conns:
+            return []
+        del members[user]
+        if not members:
+            del self.rooms[room]
+        return [Change(room, user, "leave", sorted(members))]
+
+
+def build_pipeline(
+    inbound: Observable[Event],
+    send: Send,
+    rules: Rules | None = None,
+    *,
+    scheduler: abc.SchedulerBase | None = None,
+) -> abc.DisposableBase:
+    """Wire the chat pipeline from ``inbound`` events to ``send``; dispose to stop it.
+
+    ``inbound`` carries ``chat.*.in`` and ``presence.conn`` events (see the module doc).
+
+    >>> from reactivex import Subject
+    >>> inbound, out = Subject(), []
+    >>> d = build_pipeline(inbound, lambda s, t, items: out.append(s))
+    >>> inbound.on_next(Event.create({"user": "ada", "cid": "c1"}, subject="chat.lobby.in",
+    ...                              type="chat.join"))
+    >>> out
+    ['room.lobby.presence']
+    """
+    r = rules or Rules()
+    sch = scheduler
+
+    def valid_names(m: Message) -> bool:
+        return bool(NAME.fullmatch(m.user) and NAME.fullmatch(m.room))
+
+    def reject(m: Message, reason: str) -> None:
+        if NAME.fullmatch(m.user):
+            data = {"room": m.room, "text": m.text, "reason": reason}
+            send(f"user.{m.user}.rejected", "chat.rejected", [data])
+
+    def check(m: Message) -> str:
+        return "ok" if verdict(m, r) is None else "bad"
+
+    def repeat_key(m: Message) -> tuple[str, str, str]:
+        return m.room, m.user, (m.text or "").casefold()
+
+    def too_fast(m: Message) -> None:
+        reject(m, f"Slow down: at most {r.burst} messages at once, then {r.rate:g} per second")
+
+    def per_user(group: Group[str, Message]) -> Observable[Message]:
+        return group.events.pipe(rate_limit(r.rate, r.burst, on_drop=too_fast, scheduler=sch))
+
+    def per_typist(group: Group[tuple[str, str], Message]) -> Observable[Message]:
+        return group.events.pipe(throttle(r.typing_every, scheduler=sch))
+
+    def is_chat(e: Event) -> bool:
+        return e.type in KINDS
+
+    def kind_of(m: Message) -> str:
+        return KINDS[m.kind]
+
+    def user_of(m: Message) -> str:
+        return m.user
+
+    def room_of(m: Message) -> str:
+        return m.room
+
+    def typist_of(m: Message) -> tuple[str, str]:
+        return m.room, m.user
+
+    def each(changes: list[Change]) -> Observable[Change]:
+        return reactivex.from_iterable(changes)
+
+    # 1. routing by kind (malformed input is skipped: there is nobody to answer)
+    kinds: Branches[Message] = inbound.pipe(
+        where(is_chat),
+        select(parse_input, on_error="skip"),
+        route(kind_of, ["message", "typing", "presence"]),
+    )
+    # 2. filtering: accepted, or rejected with a reason the sender sees
+    checked: Branches[Message] = kinds["message"].pipe(route(check, ["ok", "bad"]))
+    # 3. flood control: repeats dropped, then one token bucket per user
+    accepted: Branches[Message] = checked["ok"].pipe(
+        dedupe(repeat_key, ttl=r.repeat_ttl, scheduler=sch),
+        group_by_key(user_of, expire_after=60.0, scheduler=sch),
+        ops.flat_map(per_user),
+        broadcast(["deliver", "stats"]),
+    )
+    # 4. typing: at most one signal per (room, user) per period
+    typing = kinds["typing"].pipe(
+        where(valid_names),
+        group_by_key(typist_of, expire_after=60.0, scheduler=sch),
+        ops.flat_map(per_typist),
+    )
+    # 5. batched delivery: one publish per room per burst
+    delivered = accepted["deliver"].pipe(
+        batch_by_key(room_of, count=100, within=r.batch_within, scheduler=sch)
+    )
+    # 6. presence from joins, leaves and closed connections
+    presence = Presence()
+    changes = kinds["presence"].pipe(select(presence.apply), ops.flat_map(each))
+    # 7. windowed statistics: messages per room per minute, refreshed every step
+    stats = accepted["stats"].pipe(
+        sliding(r.stats_window, r.stats_step, key=room_of, agg=count_of(), scheduler=sch)
+    )
+
+    def deliver(batch: tuple[str, list[Message]]) -> None:
+        room, msgs = batch
+        send(f"room.{room}.msg", "chat.message", [{"user": m.user, "text": m.text} for m in msgs])
+
+    def typing_signal(m: Message) -> None:
+        send(f"room.{m.room}.typing", "chat.typing", [{"user": m.user}])
+
+    def presence_change(c: Change) -> None:
+        send(f"room.{c.room}.presence", "chat.presence", [c._asdict()])
+
+    def stat(w: Window | Any) -> None:
+        per_minute = w.value * 60.0 / r.stats_window
+        send("stats.rooms", "chat.stats", [{"room": w.key, "per_minute": per_minute, "end": w.end}])
+
+    subscriptions = [
+        checked["bad"].subscribe(lambda m: reject(m, verdict(m, r) or "")),
+        delivered.subscribe(deliver),
+        stats.subscribe(stat),
+        typing.subscribe(typing_signal),
+        changes.subscribe(presence_change),
+    ]
+    # connect downstream first, so no branch misses an event
+    for branches in (accepted, checked, kinds):
+        subscriptions.append(branches.connect())
+    return CompositeDisposable(subscriptions)
