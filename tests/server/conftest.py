@@ -38,7 +38,7 @@ async def make_server() -> AsyncIterator[Callable[..., Any]]:
     servers: list[Server] = []
 
     async def make(broker: MemoryBroker | None = None, **config: Any) -> Server:
-        broker = broker or MemoryBroker()
+        broker = broker if broker is not None else MemoryBroker()
         app = create_app(broker, config=ServerConfig(**config))
         server = await start(app, broker)
         servers.append(server)

@@ -1,0 +1,267 @@
+"""HTTP endpoints over real sockets: SSE, NDJSON, long-poll, ingest, metrics, health, AsyncAPI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jsonschema
+import orjson
+import pytest
+from aiohttp import web
+
+from adapters.server import create_app, expose
+from streams import MemoryBroker, Retention, from_iterable
+
+from .conftest import Server, start
+
+SSE_HEADERS = {"Accept": "text/event-stream"}
+
+
+async def read_sse(resp: aiohttp.ClientResponse, count: int) -> list[dict[str, Any]]:
+    """Parse SSE blocks until ``count`` events (data blocks, gap included) arrived."""
+    out: list[dict[str, Any]] = []
+    buf = b""
+    while len(out) < count:
+        chunk = await resp.content.readany()
+        assert chunk, "stream ended early"
+        buf += chunk
+        while b"\n\n" in buf:
+            block, buf = buf.split(b"\n\n", 1)
+            fields: dict[str, Any] = {}
+            for line in block.decode().split("\n"):
+                if line.startswith(":") or not line:
+                    continue
+                name, _, value = line.partition(": ")
+                fields[name] = value
+            if "data" in fields:
+                fields["data"] = json.loads(fields["data"])
+                out.append(fields)
+    return out
+
+
+async def test_sse_stream_has_headers_positions_and_resumes(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    b = server.broker
+    p1 = b.publish("chat.a.msg", {"n": 1})
+    b.publish("chat.a.msg", {"n": 2})
+    url = server.url + "/events/chat.>"
+    async with session.get(url, headers={**SSE_HEADERS, "Last-Event-ID": str(p1)}) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"] == "text/event-stream"
+        assert r.headers["Cache-Control"] == "no-cache"
+        assert r.headers["X-Accel-Buffering"] == "no"
+        first = await read_sse(r, 1)
+        assert first[0]["id"] == f"{b.epoch}-2" and first[0]["data"]["data"] == {"n": 2}
+        b.publish("chat.b.msg", {"n": 3})
+        b.publish("other", {"n": 4})
+        live = await read_sse(r, 1)
+        assert live[0]["data"]["data"] == {"n": 3}
+    async with session.get(url + f"?last_event_id={b.epoch}-0") as r:
+        got = await read_sse(r, 3)
+        assert [e["data"]["data"]["n"] for e in got] == [1, 2, 3]
+
+
+async def test_ndjson_stream_and_gap_line(
+    make_server: Any, session: aiohttp.ClientSession
+) -> None:
+    broker = MemoryBroker(Retention(max_events=2, max_per_subject=None))
+    server = await make_server(broker)
+    for i in range(5):
+        broker.publish("s.x", {"i": i})
+    retained = [e.data["i"] for e in broker.history("s.>")]
+    assert 0 < len(retained) < 5
+    headers = {"Accept": "application/x-ndjson", "Last-Event-ID": f"{broker.epoch}-1"}
+    async with session.get(server.url + "/events/s.>", headers=headers) as r:
+        assert r.headers["Content-Type"] == "application/x-ndjson"
+        lines = []
+        while len(lines) < 1 + len(retained):
+            line = await r.content.readline()
+            if line.strip():
+                lines.append(orjson.loads(line))
+    assert lines[0]["op"] == "gap" and lines[0]["earliest"] == str(broker.earliest())
+    assert [x["data"]["i"] for x in lines[1:]] == retained
+
+
+async def test_sse_gap_event_then_continues_from_earliest(
+    make_server: Any, session: aiohttp.ClientSession
+) -> None:
+    broker = MemoryBroker(Retention(max_events=2, max_per_subject=None))
+    server = await make_server(broker)
+    for i in range(5):
+        broker.publish("s.x", i)
+    async with session.get(server.url + f"/events/s.x?last_event_id={broker.epoch}-0") as r:
+        gap, event = await read_sse(r, 2)
+    assert gap["event"] == "gap" and gap["data"]["earliest"] == str(broker.earliest())
+    assert event["id"] == str(broker.earliest())
+
+
+async def test_long_poll(server: Server, session: aiohttp.ClientSession) -> None:
+    b = server.broker
+    url = server.url + "/poll/p.>"
+    async with session.get(url + "?timeout=0") as r:
+        assert r.status == 200 and await r.json() == [] and "X-Last-Event-ID" not in r.headers
+    waiting = asyncio.ensure_future(session.get(url + "?timeout=30"))
+    while not b.subscriber_count:
+        await asyncio.sleep(0.01)
+    b.publish("p.q", {"v": 1})
+    r = await waiting
+    assert r.headers["Content-Type"] == "application/cloudevents-batch+json"
+    batch = await r.json()
+    assert [e["data"] for e in batch] == [{"v": 1}]
+    b.publish("p.q", {"v": 2})
+    b.publish("p.q", {"v": 3})
+    after = r.headers["X-Last-Event-ID"]
+    async with session.get(url + f"?after={after}&limit=1") as r2:
+        assert [e["data"] for e in await r2.json()] == [{"v": 2}]
+        after = r2.headers["X-Last-Event-ID"]
+    async with session.get(url + f"?after={after}") as r3:
+        assert [e["data"] for e in await r3.json()] == [{"v": 3}]
+
+
+async def test_long_poll_gap_answers_410(
+    make_server: Any, session: aiohttp.ClientSession
+) -> None:
+    broker = MemoryBroker(Retention(max_events=2, max_per_subject=None))
+    server = await make_server(broker)
+    for i in range(5):
+        broker.publish("a", i)
+    async with session.get(server.url + f"/poll/a?after={broker.epoch}-0") as r:
+        assert r.status == 410
+        err = (await r.json())["error"]
+    assert err["code"] == "gap" and err["earliest"] == str(broker.earliest())
+
+
+async def test_ingest_publishes_whole_batches(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    url = server.url + "/events/in.x"
+    async with session.post(url, json=[{"a": 1}, {"a": 2}]) as r:
+        assert r.status == 202
+        positions = (await r.json())["positions"]
+    assert positions == [f"{server.broker.epoch}-1", f"{server.broker.epoch}-2"]
+    body = b'{"a": 3}\n{"specversion":"1.0","id":"x","source":"s","type":"t","subject":"z"}\n'
+    headers = {"Content-Type": "application/x-ndjson"}
+    async with session.post(url + "?type=my.type", data=body, headers=headers) as r:
+        assert r.status == 202
+    events = server.broker.history("in.x")
+    assert [e.type for e in events] == ["rxstreams.event"] * 2 + ["my.type", "t"]
+    assert events[-1].subject == "in.x"  # the URL's subject wins
+
+
+BAD_INGEST = [
+    ("/events/in.x", b"[1, {", "application/json", 400, "bad_json"),
+    ("/events/in.x", b'1\n2\n{"x"', "application/x-ndjson", 400, "bad_json"),
+    ("/events/in.x", b'[1, {"specversion":"1.0"}]', "application/json", 400, "bad_event"),
+    ("/events/in.*", b"1", "application/json", 400, "bad_subject"),
+    ("/events/in..x", b"1", "application/json", 400, "bad_subject"),
+    ("/events/in.x", b"1", "text/plain", 415, "unsupported_media_type"),
+    ("/events/in.x", b"[" + b"1," * 40_000 + b"1]", "application/json", 413, "too_large"),
+]
+
+
+async def test_bad_ingest_table_while_another_client_keeps_receiving(
+    make_server: Any, session: aiohttp.ClientSession
+) -> None:
+    server = await make_server(max_body_bytes=50_000)
+    async with session.get(server.url + "/events/in.>") as stream:
+        for path, body, ctype, status, code in BAD_INGEST:
+            async with session.post(
+                server.url + path, data=body, headers={"Content-Type": ctype}
+            ) as r:
+                assert r.status == status, (path, body[:20])
+                assert r.headers["Content-Type"].startswith("application/json")
+                assert (await r.json())["error"]["code"] == code
+            server.broker.publish("in.ok", {"after": code})
+            (got,) = await read_sse(stream, 1)
+            assert got["data"]["data"] == {"after": code}
+    # nothing of a rejected batch was published
+    assert [e.data for e in server.broker.history("in.x")] == []
+    async with session.get(server.url + "/events/a..b") as r:
+        assert r.status == 400 and (await r.json())["error"]["code"] == "bad_subject"
+    async with session.get(server.url + "/events/a?last_event_id=zz") as r:
+        assert r.status == 400 and (await r.json())["error"]["code"] == "bad_position"
+    async with session.get(server.url + "/poll/a?timeout=-1") as r:
+        assert r.status == 400 and (await r.json())["error"]["code"] == "bad_request"
+
+
+async def test_publish_rate_limit_per_connection(
+    make_server: Any, session: aiohttp.ClientSession
+) -> None:
+    server = await make_server(publish_rate=0.001, publish_burst=3)
+    url = server.url + "/events/r.x"
+    statuses = []
+    for _ in range(3):
+        async with session.post(url, json=1) as r:
+            statuses.append(r.status)
+    async with session.post(url, json=[1, 2]) as r:
+        statuses.append(r.status)
+        assert (await r.json())["error"]["code"] == "rate_limited"
+    assert statuses == [202, 202, 202, 429]
+    assert len(server.broker.history("r.x")) == 3
+
+
+async def test_connection_limit_answers_503(
+    make_server: Any, session: aiohttp.ClientSession
+) -> None:
+    server = await make_server(max_connections=1)
+    async with session.get(server.url + "/events/a") as first:
+        assert first.status == 200
+        async with session.get(server.url + "/events/a") as r:
+            assert r.status == 503 and (await r.json())["error"]["code"] == "overloaded"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await session.ws_connect(server.ws_url())
+        assert info.value.status == 503
+
+
+async def test_metrics_healthz_and_asyncapi(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    async with session.post(server.url + "/events/m.x", json=[1, 2]) as r:
+        assert r.status == 202
+    async with session.post(server.url + "/events/m.x", data=b"{") as r:
+        assert r.status == 415
+    async with session.get(server.url + "/metrics") as r:
+        text = await r.text()
+    assert 'rxstreams_events_in_total{transport="http"} 2.0' in text
+    assert 'rxstreams_errors_total{code="unsupported_media_type"} 1.0' in text
+    for name in (
+        "rxstreams_connections",
+        "rxstreams_events_out_total",
+        "rxstreams_queue_depth_events",
+        "rxstreams_send_latency_seconds_bucket",
+    ):
+        assert name in text
+    async with session.get(server.url + "/healthz") as r:
+        health = await r.json()
+    assert health["status"] == "ok" and health["epoch"] == server.broker.epoch
+    async with session.get(server.url + "/asyncapi.json") as r:
+        doc = await r.json()
+    schema = json.loads((Path(__file__).parent / "asyncapi-3.0.0.schema.json").read_text())
+    jsonschema.validate(doc, schema)
+    assert doc["asyncapi"] == "3.0.0" and doc["channels"]["ws"]["address"] == "/ws"
+    broken = {**doc, "operations": {"x": {"action": "shout"}}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+
+async def test_mounted_as_subapp_with_expose(session: aiohttp.ClientSession) -> None:
+    broker = MemoryBroker()
+    root = web.Application()
+    sub = create_app(broker)
+    expose(sub, "fixed.subject", from_iterable([{"k": 1}]))
+    root.add_subapp("/live", sub)
+    server = await start(root, broker)
+    try:
+        assert [e.data for e in broker.history("fixed.subject")] == [{"k": 1}]
+        async with session.get(server.url + "/live/asyncapi.json") as r:
+            doc = await r.json()
+        assert doc["channels"]["ws"]["address"] == "/live/ws"
+        async with session.post(server.url + "/live/events/a.b", json=1) as r:
+            assert r.status == 202
+    finally:
+        await server.runner.cleanup()
