@@ -1,0 +1,179 @@
+"""A pipeline graph with per-stage counters, drawn as SVG (no graphviz needed).
+
+Stages are the named probes of :mod:`operators.instrument`: build the pipeline inside
+``instrument.enabled()`` with ``instrumented("name", op)`` around the stages to watch, then
+draw. The graph keeps the live counter objects, so each render shows the current numbers
+(events in and out, rate, buffer depth); ``watch(graph)`` redraws it in place in a cell.
+
+>>> import reactivex
+>>> from operators import batch, instrument, where
+>>> instrument.reset()
+>>> with instrument.enabled():
+...     pipe = reactivex.of(*range(10)).pipe(
+...         instrument.instrumented("evens", where(lambda x: x % 2 == 0)),
+...         instrument.instrumented("pairs", batch(count=2), batches=True),
+...     )
+>>> _ = pipe.subscribe()
+>>> g = pipeline_graph()
+>>> [(r["stage"], r["in"], r["out"]) for r in g.rows()]
+[('evens', 10, 5), ('pairs', 5, 3)]
+>>> g.edges
+[('evens', 'pairs')]
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from operators import instrument
+from operators.instrument import StageStats
+
+__all__ = ["PipelineGraph", "pipeline_graph"]
+
+BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 168, 86, 56, 22, 12
+
+
+class PipelineGraph:
+    """Stages (name -> live :class:`StageStats`, or ``None`` for an uncounted node) and
+    edges; ``svg`` renders the current counters."""
+
+    def __init__(
+        self,
+        stages: Mapping[str, StageStats | None],
+        edges: list[tuple[str, str]],
+        title: str | None = None,
+    ) -> None:
+        self.stages = dict(stages)
+        for a, b in edges:
+            self.stages.setdefault(a, None)
+            self.stages.setdefault(b, None)
+        self.edges = edges
+        self.title = title
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The counters as a list of dicts (one per counted stage), for tables and asserts."""
+        return [
+            {
+                "stage": name,
+                "in": s.events_in,
+                "out": s.events_out,
+                "items_out": s.items_out,
+                "rate": round(s.rate, 1),
+                "buffer": s.buffer_depth,
+            }
+            for name, s in self.stages.items()
+            if s is not None
+        ]
+
+    def layers(self) -> dict[str, int]:
+        """Column of each node: the longest path from a node without inputs."""
+        layer = dict.fromkeys(self.stages, 0)
+        for _ in range(len(self.stages)):
+            changed = False
+            for a, b in self.edges:
+                if layer[b] < layer[a] + 1:
+                    layer[b] = layer[a] + 1
+                    changed = True
+            if not changed:
+                return layer
+        raise ValueError("the pipeline graph has a cycle")
+
+    def positions(self) -> dict[str, tuple[float, float]]:
+        """Top-left corner of each node's box."""
+        layer = self.layers()
+        row: dict[int, int] = {}
+        pos: dict[str, tuple[float, float]] = {}
+        top = PAD + (24 if self.title else 0)
+        for name in self.stages:
+            col = layer[name]
+            r = row[col] = row.get(col, -1) + 1
+            pos[name] = (PAD + col * (BOX_W + GAP_X), top + r * (BOX_H + GAP_Y))
+        return pos
+
+    @property
+    def svg(self) -> str:
+        """The graph as SVG text, with the counters as they are now."""
+        pos = self.positions()
+        width = max((x for x, _ in pos.values()), default=0) + BOX_W + PAD
+        height = max((y for _, y in pos.values()), default=0) + BOX_H + PAD
+        out = [
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+            '<rect width="100%" height="100%" fill="white"/>',
+        ]
+        if self.title:
+            out.append(f'<text x="{PAD}" y="{PAD + 12}" font-size="13" font-weight="bold">'
+                       f"{escape(self.title)}</text>")  # fmt: skip
+        for a, b in self.edges:
+            (ax, ay), (bx, by) = pos[a], pos[b]
+            x1, y1, x2, y2 = ax + BOX_W, ay + BOX_H / 2, bx, by + BOX_H / 2
+            sa = self.stages[a]
+            flow = f"{sa.events_out:,}" if sa is not None else ""
+            out.append(
+                f'<g class="edge" data-from={quoteattr(a)} data-to={quoteattr(b)}>'
+                f'<line x1="{x1}" y1="{y1}" x2="{x2 - 6}" y2="{y2}" stroke="#555"/>'
+                f'<path d="M{x2} {y2} l-8 -4 v8 z" fill="#555"/>'
+                f'<text x="{(x1 + x2) / 2}" y="{(y1 + y2) / 2 - 5}" text-anchor="middle" '
+                f'fill="#555">{flow}</text></g>'
+            )
+        for name, s in self.stages.items():
+            out.append(self._node(name, s, *pos[name]))
+        out.append("</svg>")
+        return "\n".join(out)
+
+    def _node(self, name: str, s: StageStats | None, x: float, y: float) -> str:
+        lines = []
+        if s is not None:
+            lines = [f"in {s.events_in:,} → out {s.events_out:,}", f"rate {s.rate:,.1f}/s"]
+            if s.batches:
+                lines.append(f"buffer {s.buffer_depth:,} · items {s.items_out:,}")
+        attrs = "" if s is None else (
+            f' data-in="{s.events_in}" data-out="{s.events_out}" data-buffer="{s.buffer_depth}"'
+        )  # fmt: skip
+        fill = "#eef3fb" if s is not None else "#f4f4f4"
+        text = "".join(
+            f'<text x="{x + 10}" y="{y + 42 + 16 * i}" fill="#333">{escape(t)}</text>'
+            for i, t in enumerate(lines)
+        )
+        return (
+            f'<g class="stage" data-name={quoteattr(name)}{attrs}>'
+            f'<rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" rx="8" fill="{fill}" '
+            f'stroke="#4e79a7"/><text x="{x + 10}" y="{y + 20}" font-size="13" '
+            f'font-weight="bold">{escape(name)}</text>{text}</g>'
+        )
+
+    def _repr_svg_(self) -> str:
+        return self.svg
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{r['stage']} {r['in']}→{r['out']}" for r in self.rows())
+        return f"<PipelineGraph {rows}>"
+
+
+def pipeline_graph(
+    stages: Mapping[str, StageStats | None] | Iterable[str] | None = None,
+    *,
+    edges: Iterable[tuple[str, str]] | None = None,
+    title: str | None = None,
+) -> PipelineGraph:
+    """A graph of instrumented stages: by default every stage in ``instrument.stats()``,
+    chained in the order they were built; ``edges`` (pairs of names) describe any other
+    shape, and names without counters (``"source"``, ``"sink"``) become plain nodes.
+
+    >>> g = pipeline_graph({"parse": None, "store": None})
+    >>> g.edges, 'data-name="parse"' in g.svg
+    ([('parse', 'store')], True)
+    """
+    known = instrument.stats()
+    if stages is None:
+        chosen: dict[str, StageStats | None] = dict(known)
+    elif isinstance(stages, Mapping):
+        chosen = dict(stages)
+    else:
+        chosen = {name: known.get(name) for name in stages}
+    names = list(chosen)
+    pairs = list(edges) if edges is not None else list(itertools.pairwise(names))
+    return PipelineGraph(chosen, pairs, title)
