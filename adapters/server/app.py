@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import weakref
 from collections.abc import Callable
@@ -86,6 +87,18 @@ def _admit(hub: Hub) -> None:
         )
 
 
+def _tune(transport: Any, cfg: ServerConfig) -> None:
+    """Apply the configured socket send buffer and transport high-water mark."""
+    if transport is None:
+        return
+    if cfg.socket_send_buffer is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, cfg.socket_send_buffer)
+    if cfg.write_buffer is not None:
+        transport.set_write_buffer_limits(high=cfg.write_buffer)
+
+
 def _bucket(request: web.Request) -> TokenBucket:
     """The publish-rate bucket of this TCP connection (keep-alive requests share it)."""
     cfg = request.app[CONFIG]
@@ -116,6 +129,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": NDJSON_CT if ndjson else SSE_CT, **STREAM_HEADERS}
     )
     await resp.prepare(request)
+    _tune(request.transport, cfg)
     name = "ndjson" if ndjson else "sse"
     client = StreamClient(hub, OverflowPolicy(cfg.overflow), resp, request.transport, name)
     hub.connections += 1
@@ -275,6 +289,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     hub.connections += 1
     try:
         await ws.prepare(request)
+        _tune(request.transport, cfg)
         client = WsClient(hub, ws, OverflowPolicy(cfg.overflow))
         hub.add(client)
         session = _WsSession(request, client, claims)

@@ -37,6 +37,8 @@ class ServerConfig:
     heartbeat: float = 15.0  # SSE/NDJSON heartbeat period, seconds
     ws_ping: float | None = 20.0  # WebSocket ping period; no pong within half of it closes
     ws_close_timeout: float = 2.0
+    write_buffer: int | None = None  # transport high-water mark, bytes (asyncio: 64 KiB)
+    socket_send_buffer: int | None = None  # SO_SNDBUF for streaming connections
     poll_timeout: float = 25.0
     poll_max_timeout: float = 60.0
     poll_limit: int = 100

@@ -437,8 +437,8 @@ class WsClient(Client):
         except (TimeoutError, ConnectionError):
             pass
         finally:
-            if not self.transport.is_closing() and self.transport.get_write_buffer_size():
-                self.transport.abort()
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()  # closing cannot complete through a full buffer
 
     async def shutdown(self) -> None:
         """Graceful shutdown: stop feeding, write everything queued, then close 1001."""

@@ -66,9 +66,7 @@ async def test_sse_stream_has_headers_positions_and_resumes(
         assert [e["data"]["data"]["n"] for e in got] == [1, 2, 3]
 
 
-async def test_ndjson_stream_and_gap_line(
-    make_server: Any, session: aiohttp.ClientSession
-) -> None:
+async def test_ndjson_stream_and_gap_line(make_server: Any, session: aiohttp.ClientSession) -> None:
     broker = MemoryBroker(Retention(max_events=2, max_per_subject=None))
     server = await make_server(broker)
     for i in range(5):
@@ -123,9 +121,7 @@ async def test_long_poll(server: Server, session: aiohttp.ClientSession) -> None
         assert [e["data"] for e in await r3.json()] == [{"v": 3}]
 
 
-async def test_long_poll_gap_answers_410(
-    make_server: Any, session: aiohttp.ClientSession
-) -> None:
+async def test_long_poll_gap_answers_410(make_server: Any, session: aiohttp.ClientSession) -> None:
     broker = MemoryBroker(Retention(max_events=2, max_per_subject=None))
     server = await make_server(broker)
     for i in range(5):
@@ -218,9 +214,7 @@ async def test_connection_limit_answers_503(
         assert info.value.status == 503
 
 
-async def test_metrics_healthz_and_asyncapi(
-    server: Server, session: aiohttp.ClientSession
-) -> None:
+async def test_metrics_healthz_and_asyncapi(server: Server, session: aiohttp.ClientSession) -> None:
     async with session.post(server.url + "/events/m.x", json=[1, 2]) as r:
         assert r.status == 202
     async with session.post(server.url + "/events/m.x", data=b"{") as r:
