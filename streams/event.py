@@ -103,7 +103,36 @@ _set_json = _setter("_json")
 _set_time = _setter("_time")
 _set_seq = _setter("_seq")
 set_subject_in_place = _setter("subject")
-set_position_in_place = _setter("_pos")
+set_position_in_place = _set_position = _setter("_pos")
+
+
+def _build(
+    id: str,
+    source: str,
+    type: str,
+    subject: str | None,
+    datacontenttype: str,
+    data: Any,
+    extensions: dict[str, Any] | None,
+    time: str | None,
+    ts: float = 0.0,
+) -> Event:
+    """Fill the slots, then switch the class to the guarded :class:`Event`."""
+    e = _new_slots(_Slots)
+    e.id = id
+    e.source = source
+    e.type = type
+    e.subject = subject
+    e.datacontenttype = datacontenttype
+    e.data = data
+    e.extensions = extensions
+    e._ts = ts
+    e._time = time
+    e._seq = None
+    e._pos = None
+    e._json = None
+    e.__class__ = Event
+    return e  # type: ignore[return-value]
 
 
 class Event(_Slots):
@@ -131,21 +160,10 @@ class Event(_Slots):
         sequence: str | None = None,
         extensions: dict[str, Any] | None = None,
     ) -> Event:
-        e = _new_slots(_Slots)
-        e.id = id
-        e.source = source
-        e.type = type
-        e.subject = subject
-        e.datacontenttype = datacontenttype
-        e.data = data
-        e._seq = sequence
-        e._pos = None
-        e.extensions = extensions or None
-        e._ts = 0.0
-        e._time = time
-        e._json = None
-        e.__class__ = Event
-        return e  # type: ignore[return-value]
+        e = _build(id, source, type, subject, datacontenttype, data, extensions or None, time)
+        if sequence is not None:
+            _set_seq(e, sequence)
+        return e
 
     @classmethod
     def create(
@@ -159,21 +177,17 @@ class Event(_Slots):
         datacontenttype: str = JSON,
     ) -> Event:
         """Make a new event with a fresh id and the current time (formatted lazily)."""
-        e = _new_slots(_Slots)
-        e.id = id if id is not None else f"{_ID_PREFIX}-{next(_ids)}"
-        e.source = source
-        e.type = type
-        e.subject = subject
-        e.datacontenttype = datacontenttype
-        e.data = data
-        e._seq = None
-        e._pos = None
-        e.extensions = None
-        e._ts = _time.time()
-        e._time = None
-        e._json = None
-        e.__class__ = Event
-        return e  # type: ignore[return-value]
+        return _build(
+            id if id is not None else f"{_ID_PREFIX}-{next(_ids)}",
+            source,
+            type,
+            subject,
+            datacontenttype,
+            data,
+            None,
+            None,
+            _time.time(),
+        )
 
     # -- immutability -------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
@@ -212,23 +226,22 @@ class Event(_Slots):
 
     def stamped(self, subject: str, sequence: str | tuple[str, int]) -> Event:
         """A copy with the broker's subject and position (a string or an (epoch, offset))."""
-        e = _new_slots(_Slots)
-        e.id = self.id
-        e.source = self.source
-        e.type = self.type
-        e.subject = subject
-        e.datacontenttype = self.datacontenttype
-        e.data = self.data
+        e = _build(
+            self.id,
+            self.source,
+            self.type,
+            subject,
+            self.datacontenttype,
+            self.data,
+            self.extensions,
+            self._time,
+            self._ts,
+        )
         if isinstance(sequence, str):
-            e._seq, e._pos = sequence, None
+            _set_seq(e, sequence)
         else:
-            e._seq, e._pos = None, sequence
-        e.extensions = self.extensions
-        e._ts = self._ts
-        e._time = self._time
-        e._json = None
-        e.__class__ = Event
-        return e  # type: ignore[return-value]
+            _set_position(e, sequence)
+        return e
 
     # -- encoding -----------------------------------------------------------------
     def to_dict(self, include_data: bool = True) -> dict[str, Any]:
