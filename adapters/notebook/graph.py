@@ -110,13 +110,16 @@ class PipelineGraph:
         for a, b in self.edges:
             (ax, ay), (bx, by) = pos[a], pos[b]
             x1, y1, x2, y2 = ax + BOX_W, ay + BOX_H / 2, bx, by + BOX_H / 2
-            sa = self.stages[a]
-            flow = f"{sa.events_out:,}" if sa is not None else ""
+            sa, sb = self.stages[a], self.stages[b]
+            flow = f"{sb.events_in:,}" if sb is not None else ""
+            if sb is None and sa is not None:
+                flow = f"{sa.events_out:,}"
+            lx, ly = x1 + (x2 - x1) * 0.7, y1 + (y2 - y1) * 0.7 - 5
             out.append(
                 f'<g class="edge" data-from={quoteattr(a)} data-to={quoteattr(b)}>'
                 f'<line x1="{x1}" y1="{y1}" x2="{x2 - 6}" y2="{y2}" stroke="#555"/>'
                 f'<path d="M{x2} {y2} l-8 -4 v8 z" fill="#555"/>'
-                f'<text x="{(x1 + x2) / 2}" y="{(y1 + y2) / 2 - 5}" text-anchor="middle" '
+                f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="middle" '
                 f'fill="#555">{flow}</text></g>'
             )
         for name, s in self.stages.items():

@@ -36,7 +36,7 @@ __all__ = ["Marble", "Mark", "label_of", "marble", "record"]
 
 Pipeline = Callable[[Observable[Any]], Any]
 
-PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
+PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#6b6ecf", "#b07aa1", "#9c755f")
 LANE_H = 64
 LEFT = 88
 RIGHT = 28
@@ -178,6 +178,8 @@ class Marble:
         self.label = label
         times = [m.t for lane in lanes.values() for m in lane]
         self.until = float(until) if until is not None else max(times, default=0.0) * 1.05 + 1
+        self._span_end: dict[float, float] = {}
+        self._span_row: dict[float, int] = {}
         self.svg = self._render()
 
     def __repr__(self) -> str:
@@ -227,6 +229,8 @@ class Marble:
         right = -1e9  # right edge of the previous marble: same-time marbles sit side by side
         for m in marks:
             x = self.x(m.t)
+            if m.kind != "next":  # an end mark sits after a marble emitted at the same time
+                x = max(x, round(right + 6, 1))
             if m.kind == "complete":
                 out.append(
                     f'<line class="complete" data-t="{_n(m.t)}" x1="{x}" y1="{y - 14}" '
@@ -251,9 +255,13 @@ class Marble:
         v = m.value
         if isinstance(v, Window):
             text, cls, extra = self.label(v.value), "window", ""
-            x0, x1 = self.x(max(0.0, v.start)), self.x(min(self.until, v.end))
+            x0, x1 = self.x(max(0.0, v.start)) + 2, self.x(min(self.until, v.end)) - 2
             if x1 > x0:
-                extra = (f'<path class="span" d="M{x0} {y + 20} v4 H{x1} v-4" fill="none" '
+                # overlapping spans (sliding windows) alternate between two rows
+                row = 1 if x0 < self._span_end.get(y, -1.0) and not self._span_row.get(y) else 0
+                self._span_end[y], self._span_row[y] = x1, row
+                sy = y + 19 + 6 * row
+                extra = (f'<path class="span" d="M{_n(x0)} {sy} v4 H{_n(x1)} v-4" fill="none" '
                          f'stroke="#888"/>')  # fmt: skip
         elif isinstance(v, Late):
             text, cls, extra = self.label(v.event), "late", ""

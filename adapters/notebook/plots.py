@@ -12,6 +12,7 @@ only when a plot is drawn.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -99,6 +100,8 @@ def plot_windows(
     else:
         fig = ax.get_figure()  # type: ignore[assignment]
     series = window_series(windows, value)
+    with contextlib.suppress(TypeError):  # keys that do not compare keep arrival order
+        series = dict(sorted(series.items()))
     keyed = len(series) > 1 or None not in series
     for i, (key, (starts, ends, values)) in enumerate(series.items()):
         label = str(key) if keyed else "windows"
