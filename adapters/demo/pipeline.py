@@ -26,8 +26,9 @@ Stages, each with the operator family that does the job:
 3. **Flood control** -- ``dedupe`` drops a user's repeated message within
    ``repeat_ttl``; per user (``group_by_key``) a ``rate_limit`` token bucket refuses
    messages above ``rate`` per second, reporting them through ``on_drop``.
-4. **Typing indicators** -- per (room, user) group, ``throttle`` lets one signal
-   through per ``typing_every`` seconds however fast the user types.
+4. **Typing indicators** -- per (room, user) group, ``throttle(latest=True)`` passes
+   the first keystroke signal at once, then at most one per ``typing_every`` seconds
+   (the latest), however fast the user types.
 5. **Batched delivery** -- ``batch_by_key(room)`` collects a burst of accepted messages
    per room and hands it to the broker at once (one dispatch, one frame per client).
 6. **Presence** -- ``select(Presence.apply)`` folds joins, leaves and *connection
@@ -249,7 +250,7 @@ def build_pipeline(
         return group.events.pipe(rate_limit(r.rate, r.burst, on_drop=too_fast, scheduler=sch))
 
     def per_typist(group: Group[tuple[str, str], Message]) -> Observable[Message]:
-        return group.events.pipe(throttle(r.typing_every, scheduler=sch))
+        return group.events.pipe(throttle(r.typing_every, latest=True, scheduler=sch))
 
     def is_chat(e: Event) -> bool:
         return e.type in KINDS
@@ -314,7 +315,8 @@ def build_pipeline(
 
     def stat(w: Window | Any) -> None:
         per_minute = w.value * 60.0 / r.stats_window
-        send("stats.rooms", "chat.stats", [{"room": w.key, "per_minute": per_minute, "end": w.end}])
+        data = {"room": w.key, "per_minute": per_minute, "window": r.stats_window}
+        send("stats.rooms", "chat.stats", [data])
 
     subscriptions = [
         checked["bad"].subscribe(lambda m: reject(m, verdict(m, r) or "")),
