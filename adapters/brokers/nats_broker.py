@@ -16,8 +16,10 @@ the per-subject limit are not detected as a gap.
 
 The event id travels in ``Nats-Msg-Id`` so the server drops a retried publish (duplicate
 window: 2 minutes). Subscriptions are ephemeral push consumers with flow control and
-heartbeats, recreated from the last delivered sequence when the connection drops;
-competing consumers are durable pull consumers named after the group.
+heartbeats (no acks), recreated from the last delivered sequence when the connection drops
+or a delivery is skipped; their messages are handled in a subscription callback, which
+keeps up with the publishers. Competing consumers are durable pull consumers named after
+the group.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -248,14 +251,59 @@ class NatsBroker:
         self, pattern: str, cursor: list[Position], emit: Emit, backoff: Backoff
     ) -> None:
         """Run one ephemeral push consumer from ``cursor[0]``, advancing it per event; raises
-        :class:`_Reset` (or a connection error) when the consumer must be recreated."""
+        :class:`_Reset` (or a connection error) when the consumer must be recreated.
+
+        Messages are handled in a subscription callback, which nats-py calls in a loop that
+        drains its pending queue without yielding; ``sub.next_msg`` instead costs two tasks
+        and a loop turn per message, so under load delivery fell far behind publishing.
+        This task only watches: for the callback's failure and for missed heartbeats.
+        """
         nc, js = await self._client()
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox, pending_msgs_limit=65536, pending_bytes_limit=64 << 20)
-        consumer = ""
+        loop = asyncio.get_running_loop()
+        failed: asyncio.Future[None] = loop.create_future()
         strip = len(self.stream) + 1
         epoch = cursor[0].epoch
         last = cursor[0].offset
+        delivered = 0
+        seen = loop.time()
+
+        def fail(exc: BaseException) -> None:
+            if not failed.done():
+                failed.set_exception(exc)
+
+        async def on_message(msg: Msg) -> None:
+            nonlocal last, delivered, seen
+            if failed.done():
+                return
+            seen = loop.time()
+            try:
+                if JetStreamContext.is_status_msg(msg):
+                    stalled = (msg.headers or {}).get("Nats-Consumer-Stalled")
+                    if msg.reply:
+                        await nc.publish(msg.reply, b"")  # flow control answer
+                    elif stalled:
+                        await nc.publish(stalled, b"")
+                    backoff.reset()
+                    return
+                meta = msg.metadata
+                if meta.sequence.consumer != delivered + 1:
+                    raise _Reset("a delivery was skipped")
+                delivered = meta.sequence.consumer
+                seq = meta.sequence.stream
+                if seq <= last:
+                    return
+                event = Event.decode(msg.data).stamped(msg.subject[strip:], f"{epoch}-{seq}")
+                last = seq
+                cursor[0] = Position(epoch, seq)
+                emit(event)
+            except Exception as exc:  # a reset, a connection error or the observer's own
+                fail(exc)
+
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(
+            inbox, cb=on_message, pending_msgs_limit=65536, pending_bytes_limit=64 << 20
+        )
+        consumer = ""
         try:
             info = await js.add_consumer(
                 self.stream,
@@ -272,35 +320,20 @@ class NatsBroker:
                 ),
             )
             consumer = info.name or ""
-            delivered = 0
-            while True:
-                raise_if_cancelled()
-                try:
-                    msg = await sub.next_msg(timeout=self.heartbeat * 3)
-                except nats.errors.TimeoutError:
-                    raise _Reset("missed heartbeats") from None
-                if JetStreamContext.is_status_msg(msg):
-                    stalled = (msg.headers or {}).get("Nats-Consumer-Stalled")
-                    if msg.reply:
-                        await nc.publish(msg.reply, b"")  # flow control answer
-                    elif stalled:
-                        await nc.publish(stalled, b"")
-                    backoff.reset()
-                    continue
-                meta = msg.metadata
-                if meta.sequence.consumer != delivered + 1:
-                    raise _Reset("a delivery was skipped")
-                delivered = meta.sequence.consumer
-                seq = meta.sequence.stream
-                if seq <= last:
-                    continue
-                event = Event.decode(msg.data).stamped(msg.subject[strip:], f"{epoch}-{seq}")
-                last = seq
-                cursor[0] = Position(epoch, seq)
-                emit(event)
+            seen = loop.time()
+            silence = self.heartbeat * 3
+            while not failed.done():
+                await asyncio.wait([failed], timeout=seen + silence - loop.time())
+                if not failed.done() and loop.time() - seen >= silence:
+                    raise _Reset("missed heartbeats")
+            failed.result()
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+            if not failed.done():
+                failed.cancel()
+            elif not failed.cancelled():
+                failed.exception()  # retrieved: a cancelled watcher leaves no warning
             if consumer:
                 with contextlib.suppress(Exception):
                     await js.delete_consumer(self.stream, consumer)

@@ -168,8 +168,17 @@ async def test_a_failing_subscriber_harms_nobody_else(broker: Any) -> None:
         raise RuntimeError("consumer bug")
 
     errors: list[BaseException] = []
-    broker.subscribe(">", since=start).subscribe(explode, errors.append)
+    failed = asyncio.Event()
+
+    def on_error(exc: BaseException) -> None:
+        errors.append(exc)
+        failed.set()
+
+    broker.subscribe(">", since=start).subscribe(explode, on_error)
     good = Collector(broker.subscribe(">", since=start))
     await publish_all(broker, [("a.b", i) for i in range(1, 6)])
     assert [e.data for e in await good.count(5)] == [1, 2, 3, 4, 5]
+    # The two subscriptions run independently: wait for the faulty one's own signal.
+    await asyncio.wait_for(failed.wait(), 20)
     assert len(errors) == 1 and "consumer bug" in str(errors[0])
+    assert good.error is None and not good.completed
