@@ -2,7 +2,9 @@
 brokers, measured in the same run (median of rounds). Prints one JSON line.
 
 Each round: one subscriber on ``bench.>`` from the round's start position, one publisher
-keeping ``WINDOW`` publishes in flight; latency is publish call to subscriber delivery.
+keeping ``WINDOW`` publishes in flight (a sliding window: ``WINDOW`` coroutines each start
+their next publish when their last one is acknowledged); latency is publish call to
+subscriber delivery.
 Servers: NATS JetStream on 127.0.0.1:4222, Redis on 127.0.0.1:6379 (env RXSTREAMS_NATS_URL,
 RXSTREAMS_REDIS_URL); a server that does not answer is reported as unavailable.
 """
@@ -46,14 +48,15 @@ async def one_round(broker: Any) -> tuple[float, float, float]:
     start = await broker.apublish("bench.start", None)
     subscription = broker.subscribe("bench.>", since=start).subscribe(on_event)
     events = [Event.create({"n": i, "text": "hello, world"}) for i in range(EVENTS)]
+    queue = iter(events)
 
-    async def publish(event: Event) -> None:
-        sent[event.id] = time.perf_counter()
-        await broker.apublish("bench.tick", event)
+    async def publisher() -> None:  # one of WINDOW: each keeps one publish in flight
+        for event in queue:
+            sent[event.id] = time.perf_counter()
+            await broker.apublish("bench.tick", event)
 
     began = time.perf_counter()
-    for i in range(0, EVENTS, WINDOW):
-        await asyncio.gather(*(publish(e) for e in events[i : i + WINDOW]))
+    await asyncio.gather(*(publisher() for _ in range(WINDOW)))
     await asyncio.wait_for(done.wait(), 60)
     elapsed = time.perf_counter() - began
     subscription.dispose()
