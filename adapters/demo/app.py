@@ -83,7 +83,7 @@ async def connection_events(
 ) -> web.StreamResponse:
     """Publish ``demo.conn.open`` / ``demo.conn.closed`` around each ``/ws?cid=&user=``."""
     cid, user = request.query.get("cid", ""), request.query.get("user", "")
-    if request.path != "/ws" or not (NAME.fullmatch(cid) and NAME.fullmatch(user)):
+    if not request.path.endswith("/ws") or not (NAME.fullmatch(cid) and NAME.fullmatch(user)):
         return await handler(request)
     broker = request.app[BROKER]
     data = {"cid": cid, "user": user}
