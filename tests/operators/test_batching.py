@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import reactivex
 from hypothesis import given
 from hypothesis import strategies as st
@@ -127,3 +128,22 @@ def test_invalid_arguments() -> None:
         batch(count=0)
     with pytest.raises(ValueError):
         batch(within=-1)
+
+
+def test_float_leftover_does_not_rearm_forever() -> None:
+    """Opened at 200.37, a 0.05 s batch flushes at its deadline; float rounding once left
+    ~1e-16 s and re-armed the timer forever without advancing virtual time."""
+    s = TestScheduler()
+    armed: list[float] = []
+    orig = s.schedule_relative
+
+    def spy(duetime: Any, action: Any, state: Any = None) -> Any:
+        armed.append(duetime)
+        assert len(armed) < 10, "timer keeps re-arming"
+        return orig(duetime, action, state)
+
+    s.schedule_relative = spy  # type: ignore[method-assign]
+    xs = s.create_hot_observable(on_next(200.37, "a"))
+    res = s.start(lambda: xs.pipe(batch(within=0.05)))
+    assert [m.value.value for m in res.messages] == [["a"]]
+    assert res.messages[0].time == pytest.approx(200.42)
