@@ -89,6 +89,26 @@ def _cell_id() -> str | None:
     return str(cell) if cell else None
 
 
+def _execution_count() -> int | None:
+    """The running cell's execution count inside IPython, else ``None``."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return None if shell is None else int(shell.execution_count)
+
+
+def _show_once(obj: Any, shown_in: int | None) -> None:
+    """Display ``obj`` unless it already displayed itself in the running cell (so a view
+    that is a cell's last expression does not show twice)."""
+    if shown_in is not None and shown_in == _execution_count():
+        return
+    from IPython.display import display
+
+    display(obj.snapshot() if hasattr(obj, "snapshot") else obj.obj)  # type: ignore[no-untyped-call]
+
+
 def _columns_of(item: Any) -> dict[str, Any]:
     if isinstance(item, Event):
         return {"time": item.time, "subject": item.subject, "type": item.type, "data": item.data}
@@ -150,6 +170,7 @@ class LiveView:
         self._timer: asyncio.TimerHandle | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._subscription: abc.DisposableBase | None = None
+        self._shown_in = _execution_count() if handle is None else None
         self._handle = handle if handle is not None else self._display()
         previous = _views.get(key)
         if previous is not None:
@@ -292,6 +313,9 @@ class LiveView:
     def _repr_html_(self) -> str:
         return self.snapshot().html
 
+    def _ipython_display_(self) -> None:
+        _show_once(self, self._shown_in)
+
     def __repr__(self) -> str:
         return f"<LiveView {self.key!r}: {self.count} events, {self.status}>"
 
@@ -337,6 +361,7 @@ class Watch:
         self.loop = _running_loop(loop)
         self.redraws = 0
         self.status = "running"
+        self._shown_in = _execution_count() if handle is None else None
         if handle is None:
             from IPython.display import display
 
@@ -368,6 +393,9 @@ class Watch:
 
     def __repr__(self) -> str:
         return f"<Watch {self.key!r}: {self.redraws} redraws, {self.status}>"
+
+    def _ipython_display_(self) -> None:
+        _show_once(self, self._shown_in)
 
 
 def watch(

@@ -118,3 +118,30 @@ def test_04_without_brokers_says_what_to_start(
     assert "No broker answers" in text
     assert "nats-server -js -a 127.0.0.1 -p 4222" in text and "redis-server --bind" in text
     assert "server B saw" not in text
+
+
+def test_live_view_in_a_real_kernel_updates_in_place_and_shows_once(
+    kernel_dirs: list[str], tmp_path: Path
+) -> None:
+    nb = nbformat.v4.new_notebook()  # type: ignore[no-untyped-call]
+    cells = [
+        "from reactivex import Subject\nfrom adapters.notebook import live, views\nsrc = Subject()",
+        'live(src, "v", every=0.01)',  # last expression: must not show a second, static copy
+        "for i in range(3):\n    src.on_next(i)\nawait views()['v'].until(3)",
+        "views()['v'].stop()",
+        "view = live(src, 'w')\nview.stop()",
+        "view",  # displayed again in a later cell: a snapshot
+    ]
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]  # type: ignore[no-untyped-call]
+    path = tmp_path / "live.ipynb"
+    nbformat.write(nb, path)  # type: ignore[no-untyped-call]
+    km = KernelManager(
+        kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=kernel_dirs)
+    )
+    NotebookClient(nb, km=km, timeout=60).execute()
+    shown = nb.cells[1].outputs
+    assert len(shown) == 1 and shown[0].output_type == "display_data"
+    html = shown[0].data["text/html"]  # replaced in place by update_display_data
+    assert "3 events" in html and "stopped" in html
+    assert [o.output_type for o in nb.cells[5].outputs] == ["display_data"]
+    assert "0 events" in nb.cells[5].outputs[0].data["text/html"]
