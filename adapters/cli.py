@@ -132,7 +132,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ImportError:
         demo = None
     if demo is not None and hasattr(demo, "run"):
-        return int(demo.run(args) or 0)
+        demo.run(host=args.host, port=args.port, broker_url=args.broker)
+        return 0
     asyncio.run(serve_app(demo_app(args.broker, args.rate), args.host, args.port, _announce))
     return 0
 

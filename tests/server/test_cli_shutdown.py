@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -91,3 +92,45 @@ def test_factory_results_become_apps() -> None:
         app_for(42, None, None)
     with pytest.raises(SystemExit, match="MODULE:FACTORY"):
         main(["serve", "nocolon"])
+
+
+async def test_demo_subcommand_serves() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "adapters.cli",
+        "demo",
+        "--port",
+        str(port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stdout is not None
+        url = ""
+        while not url:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+            assert line, "demo exited"
+            if "http://" in line:
+                url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):  # the announcement may precede the listening socket
+                try:
+                    async with session.get(url + "/healthz") as r:
+                        assert r.status == 200
+                        break
+                except aiohttp.ClientConnectorError:
+                    await asyncio.sleep(0.05)
+            else:
+                pytest.fail("demo never answered /healthz")
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 15)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
