@@ -42,6 +42,7 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    Header,
     RetentionPolicy,
     StreamConfig,
     StreamInfo,
@@ -278,11 +279,17 @@ class NatsBroker:
             seen = loop.time()
             try:
                 if JetStreamContext.is_status_msg(msg):
-                    stalled = (msg.headers or {}).get("Nats-Consumer-Stalled")
+                    headers = msg.headers or {}
+                    stalled = headers.get(Header.CONSUMER_STALLED)
                     if msg.reply:
                         await nc.publish(msg.reply, b"")  # flow control answer
                     elif stalled:
                         await nc.publish(stalled, b"")
+                    # An idle heartbeat names the last delivery: if it never reached us
+                    # (lost in a dropped connection, with nothing after it), start over.
+                    sent = headers.get(Header.LAST_CONSUMER)
+                    if sent is not None and int(sent) > delivered:
+                        raise _Reset("a heartbeat shows a delivery that never arrived")
                     backoff.reset()
                     return
                 meta = msg.metadata
@@ -328,12 +335,12 @@ class NatsBroker:
                     raise _Reset("missed heartbeats")
             failed.result()
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
             if not failed.done():
-                failed.cancel()
+                failed.cancel()  # the callback emits nothing more from here on
             elif not failed.cancelled():
                 failed.exception()  # retrieved: a cancelled watcher leaves no warning
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
             if consumer:
                 with contextlib.suppress(Exception):
                     await js.delete_consumer(self.stream, consumer)
