@@ -9,7 +9,7 @@
 ['hello']
 """
 
-from .broker import Broker, GapError, Position, PositionError, Retention
+from .broker import Broker, GapError, Position, PositionError, Retention, resume_point
 from .buffer import AsyncBuffer, BoundedBuffer, Overflow, OverflowPolicy
 from .event import Event, EventError, decode_event, encode_events
 from .memory import MemoryBroker
@@ -59,6 +59,7 @@ __all__ = [
     "is_pattern",
     "match",
     "parse_ndjson_lines",
+    "resume_point",
     "sensor_readings",
     "synthetic",
     "to_async_iterator",

@@ -16,7 +16,7 @@ from reactivex import Observable
 
 from .event import Event
 
-__all__ = ["Broker", "GapError", "Position", "PositionError", "Retention"]
+__all__ = ["Broker", "GapError", "Position", "PositionError", "Retention", "resume_point"]
 
 
 class PositionError(ValueError):
@@ -56,7 +56,7 @@ class GapError(Exception):
     """Events after ``requested`` are gone; ``earliest`` is the first still retained.
 
     ``earliest`` is ``None`` when the broker holds no history at all.
-    Resume with ``since=gap.resume_from`` to continue from the oldest retained event.
+    Resume with ``since=gap.resume_from`` to continue with what is still retained.
     """
 
     def __init__(self, requested: Position, earliest: Position | None, reason: str) -> None:
@@ -68,10 +68,28 @@ class GapError(Exception):
 
     @property
     def resume_from(self) -> Position | None:
-        """The ``since`` value that replays everything still retained."""
-        if self.earliest is None:
-            return None
-        return Position(self.earliest.epoch, self.earliest.offset - 1)
+        """The ``since`` that continues with what is still retained (:func:`resume_point`)."""
+        return resume_point(self.requested, self.earliest)
+
+
+def resume_point(requested: Position, earliest: Position | None) -> Position | None:
+    """Where to resume after a gap: just before ``earliest``, but never before ``requested``
+    in the same epoch, so nothing the consumer already has is delivered again (a per-subject
+    eviction can leave older events of other subjects retained).
+
+    >>> resume_point(Position("e", 5), Position("e", 3))
+    Position(epoch='e', offset=5)
+    >>> resume_point(Position("e", 5), Position("e", 9))
+    Position(epoch='e', offset=8)
+    >>> resume_point(Position("old", 5), Position("e", 1))
+    Position(epoch='e', offset=0)
+    """
+    if earliest is None:
+        return None
+    start = earliest.offset - 1
+    if requested.epoch == earliest.epoch:
+        start = max(start, requested.offset)
+    return Position(earliest.epoch, max(start, 0))
 
 
 @dataclass(frozen=True, slots=True)

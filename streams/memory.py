@@ -343,24 +343,30 @@ class MemoryBroker:
     def _check_since(self, pattern: str, since: Position) -> None:
         self._expire(force=True)
         if since.epoch != self._epoch:
-            raise GapError(since, self._earliest_for(pattern), "epoch changed (history lost)")
+            raise GapError(since, self._complete_from(pattern), "epoch changed (history lost)")
         if since.offset > self._offset:
-            raise GapError(since, self._earliest_for(pattern), "position is ahead of the log")
+            raise GapError(since, self._complete_from(pattern), "position is ahead of the log")
+        if self._last_evicted(pattern) > since.offset:
+            raise GapError(since, self._complete_from(pattern), "events were evicted")
+
+    def _last_evicted(self, pattern: str) -> int:
+        """The newest evicted offset of any subject matching ``pattern`` (0 if none)."""
         if len(self._evicted) > _MAX_EVICTED_SUBJECTS:
             # Fold into one conservative floor: may report a gap a little early, never late.
             self._evicted_floor = max(self._evicted.values())
             self._evicted.clear()
-        lost = self._evicted_floor > since.offset or any(
-            off > since.offset and match(pattern, subj) for subj, off in self._evicted.items()
-        )
-        if lost:
-            raise GapError(since, self._earliest_for(pattern), "events were evicted")
+        matching = [off for subj, off in self._evicted.items() if match(pattern, subj)]
+        return max([self._evicted_floor, *matching])
 
-    def _earliest_for(self, pattern: str) -> Position | None:
-        heads = [_off(room[0]) for room in self._matching_rooms(pattern) if room]
-        if heads:
-            return Position(self._epoch, min(heads))
-        return Position(self._epoch, self._offset + 1) if self._offset else None
+    def _complete_from(self, pattern: str) -> Position | None:
+        """The first position from which this pattern's history is complete.
+
+        Retained events of quiet subjects may be older (a busy subject evicts only its
+        own history), but resuming before this point would meet a hole again.
+        """
+        if not self._offset:
+            return None
+        return Position(self._epoch, self._last_evicted(pattern) + 1)
 
     def history(
         self, pattern: str, since: Position | str | None = None, limit: int | None = None

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 import orjson
 
-from streams import Event, EventError, Position, PositionError
+from streams import Event, EventError, Position, PositionError, resume_point
 
 from .sse import SseMessage
 
@@ -104,14 +104,15 @@ class GapNotice:
 
     @property
     def resume_from(self) -> Position | None:
-        """The ``since`` that replays everything still retained (just before ``earliest``)."""
-        if self.earliest is None:
-            return None
+        """The ``since`` that continues with what is retained (:func:`streams.resume_point`)."""
         try:
-            p = Position.parse(self.earliest)
+            earliest = Position.parse(self.earliest) if self.earliest else None
+            requested = Position.parse(self.requested) if self.requested else None
         except PositionError:
             return None
-        return Position(p.epoch, max(p.offset - 1, 0))
+        if earliest is None:
+            return None
+        return resume_point(requested or Position(earliest.epoch, 0), earliest)
 
     def __str__(self) -> str:
         return (

@@ -237,3 +237,48 @@ def test_publish_many_equals_repeated_publish():
     assert [e.data for e in a.history(">")] == [e.data for e in b.history(">")] == [2, 3, 4]
     with pytest.raises(GapError):
         b.history(">", since=Position(b.epoch, 1))
+
+
+def test_gap_resume_never_replays_what_the_consumer_already_has():
+    """A per-subject eviction leaves older events of quiet subjects retained: the gap names
+    where history is complete again, so resuming neither meets the hole again nor starts
+    over at the quiet room's head."""
+    b = MemoryBroker(Retention(max_events=None, max_per_subject=3))
+    b.publish("chat.quiet.msg", "q1")
+    seen = b.publish("chat.busy.msg", "b2")
+    for i in range(3, 11):
+        b.publish("chat.busy.msg", f"b{i}")
+    with pytest.raises(GapError) as info:
+        b.history("chat.>", since=seen)
+    gap = info.value
+    assert gap.earliest == Position(b.epoch, 8)  # complete history from here on
+    assert gap.resume_from == Position(b.epoch, 7)
+    assert [e.data for e in b.history("chat.>", since=gap.resume_from)] == ["b8", "b9", "b10"]
+
+
+@given(
+    st.lists(st.sampled_from(SUBJECTS), max_size=40),
+    st.sampled_from(PATTERNS),
+    st.integers(0, 40),
+    st.integers(1, 6),
+    st.integers(3, 20),
+)
+def test_no_silent_skip_and_gap_resume_always_succeeds(
+    subjects: list[str], pattern: str, since: int, per_subject: int, total: int
+):
+    """Without a gap, history after ``since`` is exactly what was published; with one,
+    resuming from ``resume_from`` succeeds and repeats nothing the consumer had."""
+    b = MemoryBroker(Retention(max_events=total, max_per_subject=per_subject))
+    published = [(b.publish(s, i), s) for i, s in enumerate(subjects)]
+    since = min(since, len(subjects))
+    start = Position(b.epoch, since)
+    expected = [p.offset for p, s in published if p.offset > since and match(pattern, s)]
+    try:
+        got = offsets(b.history(pattern, since=start))
+    except GapError as gap:
+        assert gap.resume_from is not None and gap.resume_from.offset >= since
+        again = offsets(b.history(pattern, since=gap.resume_from))
+        assert all(o > since for o in again)
+        assert again == [o for o in expected if o > gap.resume_from.offset]
+    else:
+        assert got == expected
