@@ -39,12 +39,17 @@ _new_position = tuple.__new__
 _Room = deque[Event]  # every stored event carries its (epoch, offset) in ``_pos``
 
 
+def _ignore(_: Event) -> None:
+    return None
+
+
 def _off(event: Event) -> int:
     return event._pos[1]  # type: ignore[index]
 
 
 class _Subscription:
-    """One subscriber; ``last`` is the newest offset it has seen (guards duplicates)."""
+    """One subscriber. ``last`` guards duplicates where a subscription may be newer than
+    the event being delivered: replay catch-up, queued re-entrant publishes, batches."""
 
     __slots__ = ("key", "last", "observer", "on_next")
 
@@ -56,6 +61,11 @@ class _Subscription:
         self.on_next: Callable[[Event], None] = inner or observer.on_next
         self.last = last
         self.key = 0
+
+    def stop(self) -> None:
+        """Deliver nothing more, even from a dispatch loop already under way."""
+        self.last = _UNBOUNDED
+        self.on_next = _ignore
 
 
 class MemoryBroker:
@@ -164,13 +174,13 @@ class MemoryBroker:
         # events in log order.
         self._dispatching = True
         try:
+            # No duplicate guard needed here: every subscription in ``subs`` existed
+            # before ``off`` was assigned, and a disposed one has a no-op ``on_next``.
             for sub in subs:
-                if off > sub.last:
-                    sub.last = off
-                    try:
-                        sub.on_next(event)
-                    except Exception as exc:  # a faulty consumer harms nobody else
-                        self._drop(sub, exc)
+                try:
+                    sub.on_next(event)
+                except Exception as exc:  # a faulty consumer harms nobody else
+                    self._drop(sub, exc)
             if self._pending:
                 self._drain_pending()
         finally:
@@ -266,7 +276,7 @@ class MemoryBroker:
 
     def _drop(self, sub: _Subscription, exc: Exception) -> None:
         self.failed_subscribers += 1
-        sub.last = _UNBOUNDED
+        sub.stop()
         self._index.remove(sub.key)
         with contextlib.suppress(Exception):  # the observer is already broken
             sub.observer.on_error(exc)
@@ -419,7 +429,7 @@ class MemoryBroker:
             sub = _Subscription(observer, pos.offset if pos is not None else self._offset)
 
             def dispose() -> None:
-                sub.last = _UNBOUNDED
+                sub.stop()
                 self._index.remove(sub.key)
 
             if pos is not None:
@@ -450,5 +460,5 @@ class MemoryBroker:
         self._index = SubjectIndex()
         self._routes = self._index._cache
         for sub in subs:
-            sub.last = _UNBOUNDED
+            sub.stop()
             sub.observer.on_completed()

@@ -282,3 +282,18 @@ def test_no_silent_skip_and_gap_resume_always_succeeds(
         assert again == [o for o in expected if o > gap.resume_from.offset]
     else:
         assert got == expected
+
+
+def test_disposed_during_a_dispatch_receives_nothing_more():
+    b = MemoryBroker()
+    second: list[object] = []
+    handle: list = []
+
+    def first(e: Event) -> None:
+        handle[0].dispose()
+
+    b.subscribe(">").subscribe(first)
+    handle.append(b.subscribe(">").subscribe(lambda e: second.append(e.data)))
+    b.publish("x", 1)
+    b.publish("x", 2)
+    assert second == []
