@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 import time
 import weakref
@@ -60,7 +61,9 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 def _error(exc: ProtocolError, hub: Hub) -> web.Response:
     hub.metrics.rejected.labels(exc.code).inc()
-    return web.Response(status=exc.status, body=exc.body(), content_type=JSON_CT)
+    return web.Response(
+        status=exc.status, body=exc.body(), content_type=JSON_CT, headers=exc.headers()
+    )
 
 
 def _claims(request: web.Request) -> Claims:
@@ -79,12 +82,38 @@ def _pattern(text: str, field: str = "pattern") -> str:
 
 
 def _admit(hub: Hub) -> None:
+    cfg = hub.config
     if hub.closing:
-        raise ProtocolError("overloaded", "server is shutting down")
-    if hub.connections >= hub.config.max_connections:
         raise ProtocolError(
-            "overloaded", f"connection limit of {hub.config.max_connections} reached"
+            "overloaded", "server is shutting down", retry_after=cfg.overloaded_retry_after
         )
+    if hub.connections >= cfg.max_connections:
+        raise ProtocolError(
+            "overloaded",
+            f"connection limit of {cfg.max_connections} reached",
+            retry_after=cfg.overloaded_retry_after,
+        )
+
+
+def _spend(bucket: TokenBucket, n: int, cfg: ServerConfig, ref: str | None = None) -> None:
+    """Take ``n`` publish tokens or raise ``rate_limited`` saying when to retry; a batch
+    larger than the burst can never pass, so it is ``too_large`` instead."""
+    now = time.monotonic()
+    if bucket.take(n, now):
+        return
+    if n > cfg.publish_burst:
+        raise ProtocolError(
+            "too_large",
+            f"batch of {n} events exceeds the publish burst of {cfg.publish_burst:g}",
+            ref=ref,
+            limit=cfg.publish_burst,
+        )
+    raise ProtocolError(
+        "rate_limited",
+        f"publish rate above {cfg.publish_rate:g} events/s (burst {cfg.publish_burst:g})",
+        ref=ref,
+        retry_after=bucket.wait(n, now),
+    )
 
 
 def _tune(transport: Any, cfg: ServerConfig) -> None:
@@ -252,11 +281,7 @@ async def ingest(request: web.Request) -> web.Response:
         check_media_type(kind)
         body = await _read_body(request, cfg.max_body_bytes)
         events = parse_body(body, kind, request.query.get("type", "rxstreams.event"))
-        if not _bucket(request).take(len(events), time.monotonic()):
-            raise ProtocolError(
-                "rate_limited",
-                f"publish rate above {cfg.publish_rate:g} events/s (burst {cfg.publish_burst:g})",
-            )
+        _spend(_bucket(request), len(events), cfg)
     except ProtocolError as exc:
         return _error(exc, hub)
     broker = request.app[BROKER]
@@ -366,10 +391,7 @@ class _WsSession:
         except ProtocolError as exc:
             exc.ref = op.ref
             raise
-        if not self.bucket.take(1, time.monotonic()):
-            raise ProtocolError(
-                "rate_limited", f"publish rate above {self.cfg.publish_rate:g}/s", ref=op.ref
-            )
+        _spend(self.bucket, 1, self.cfg, op.ref)
         pos = await self.app[BROKER].apublish(op.subject, op.event)
         self.client.hub.metrics.events_in.labels("ws").inc()
         ack: dict[str, Any] = {"op": "ack", "position": str(pos)}
@@ -395,9 +417,12 @@ async def healthz(request: web.Request) -> web.Response:
         "broker": type(broker).__name__,
         "epoch": broker.epoch,
     }
-    return web.Response(
-        status=503 if hub.closing else 200, body=orjson.dumps(body), content_type=JSON_CT
-    )
+    if hub.closing:
+        retry = {"Retry-After": str(max(1, math.ceil(hub.config.overloaded_retry_after)))}
+        return web.Response(
+            status=503, body=orjson.dumps(body), content_type=JSON_CT, headers=retry
+        )
+    return web.Response(body=orjson.dumps(body), content_type=JSON_CT)
 
 
 async def asyncapi(request: web.Request) -> web.Response:

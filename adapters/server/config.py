@@ -33,6 +33,7 @@ class ServerConfig:
     publish_rate: float = 1000.0  # events per second per connection
     publish_burst: float = 1000.0
     max_connections: int = 10_000  # streaming connections: SSE, NDJSON, long-poll, WebSocket
+    overloaded_retry_after: float = 1.0  # Retry-After (seconds) of a 503 ``overloaded``
     origins: tuple[str, ...] | None = None
     heartbeat: float = 15.0  # SSE/NDJSON heartbeat period, seconds
     ws_ping: float | None = 20.0  # WebSocket ping period; no pong within half of it closes

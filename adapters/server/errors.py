@@ -7,6 +7,7 @@ are the table in ``docs/PROTOCOL.md``.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 import orjson
@@ -35,18 +36,34 @@ STATUS: Final[dict[str, int]] = {
 class ProtocolError(Exception):
     """A documented protocol error.
 
+    ``retry_after`` (seconds, for ``rate_limited`` and ``overloaded``) is sent as the
+    ``Retry-After`` header, rounded up to whole seconds, and as ``retry_after`` in the body.
+
     >>> e = ProtocolError("bad_json", "line 3: malformed JSON", line=3)
     >>> e.status, e.body()
     (400, b'{"error":{"code":"bad_json","message":"line 3: malformed JSON","line":3}}')
+    >>> ProtocolError("rate_limited", "slow down", retry_after=0.25).headers()
+    {'Retry-After': '1'}
     """
 
-    def __init__(self, code: str, message: str, *, ref: str | None = None, **details: Any) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        ref: str | None = None,
+        retry_after: float | None = None,
+        **details: Any,
+    ) -> None:
         if code not in STATUS:
             raise ValueError(f"undocumented error code {code!r}")
         super().__init__(message)
         self.ref = ref
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+        if retry_after is not None:
+            details["retry_after"] = round(retry_after, 3)
         self.details = details
 
     @property
@@ -55,6 +72,12 @@ class ProtocolError(Exception):
 
     def as_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, **self.details}
+
+    def headers(self) -> dict[str, str]:
+        """Extra HTTP headers: ``Retry-After`` in whole seconds (at least 1) when known."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
     def body(self) -> bytes:
         """The HTTP error body."""

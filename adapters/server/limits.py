@@ -35,3 +35,19 @@ class TokenBucket:
             self.tokens -= n
             return True
         return False
+
+    def wait(self, n: float, now: float) -> float:
+        """Seconds from ``now`` until ``n`` tokens are available (``inf`` if ``n > burst``).
+
+        What a refused publisher is told in ``Retry-After``.
+
+        >>> b = TokenBucket(rate=2, burst=2, now=0.0)
+        >>> b.take(2, 0.0), b.wait(1, 0.0), b.wait(2, 0.5), b.wait(3, 0.0)
+        (True, 0.5, 0.5, inf)
+        """
+        if n > self.burst:
+            return float("inf")
+        tokens = self.tokens
+        if now > self.stamp:
+            tokens = min(self.burst, tokens + (now - self.stamp) * self.rate)
+        return max(0.0, (n - tokens) / self.rate)

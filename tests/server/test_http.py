@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from adapters.server import create_app, expose
+from adapters.server import HUB, create_app, expose
 from streams import MemoryBroker, Retention, from_iterable
 
 from .conftest import Server, start
@@ -76,7 +77,7 @@ async def test_ndjson_stream_and_gap_line(make_server: Any, session: aiohttp.Cli
     headers = {"Accept": "application/x-ndjson", "Last-Event-ID": f"{broker.epoch}-1"}
     async with session.get(server.url + "/events/s.>", headers=headers) as r:
         assert r.headers["Content-Type"] == "application/x-ndjson"
-        lines = []
+        lines: list[dict[str, Any]] = []
         while len(lines) < 1 + len(retained):
             line = await r.content.readline()
             if line.strip():
@@ -196,8 +197,16 @@ async def test_publish_rate_limit_per_connection(
             statuses.append(r.status)
     async with session.post(url, json=[1, 2]) as r:
         statuses.append(r.status)
-        assert (await r.json())["error"]["code"] == "rate_limited"
-    assert statuses == [202, 202, 202, 429]
+        err = (await r.json())["error"]
+        assert err["code"] == "rate_limited"
+        # two tokens at 0.001/s: ~2000 s until the batch fits, in the header and the body
+        assert 1990 < err["retry_after"] <= 2000
+        assert r.headers["Retry-After"] == str(math.ceil(err["retry_after"]))
+    async with session.post(url, json=[1, 2, 3, 4]) as r:
+        statuses.append(r.status)  # larger than the burst: it could never pass
+        err = (await r.json())["error"]
+        assert (err["code"], err["limit"]) == ("too_large", 3) and "Retry-After" not in r.headers
+    assert statuses == [202, 202, 202, 429, 413]
     assert len(server.broker.history("r.x")) == 3
 
 
@@ -209,9 +218,30 @@ async def test_connection_limit_answers_503(
         assert first.status == 200
         async with session.get(server.url + "/events/a") as r:
             assert r.status == 503 and (await r.json())["error"]["code"] == "overloaded"
+            assert r.headers["Retry-After"] == "1"
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await session.ws_connect(server.ws_url())
         assert info.value.status == 503
+        assert info.value.headers is not None and info.value.headers["Retry-After"] == "1"
+
+
+async def test_shutting_down_answers_503_with_retry_after(
+    make_server: Any, session: aiohttp.ClientSession
+) -> None:
+    server = await make_server(overloaded_retry_after=2.5)
+    await server.app[HUB].shutdown()  # what the app's on_shutdown runs; the socket stays open
+    for path in ("/events/a", "/poll/a", "/ws"):
+        async with session.get(server.url + path) as r:
+            assert r.status == 503, path
+            assert (await r.json())["error"] == {
+                "code": "overloaded",
+                "message": "server is shutting down",
+                "retry_after": 2.5,
+            }
+            assert r.headers["Retry-After"] == "3"
+    async with session.get(server.url + "/healthz") as r:
+        assert r.status == 503 and r.headers["Retry-After"] == "3"
+        assert (await r.json())["status"] == "shutting_down"
 
 
 async def test_metrics_healthz_and_asyncapi(server: Server, session: aiohttp.ClientSession) -> None:

@@ -25,7 +25,7 @@ async def next_op(ws: aiohttp.ClientWebSocketResponse, op: str) -> dict[str, Any
     while True:
         msg = orjson.loads(await ws.receive_str())
         if isinstance(msg, dict) and msg.get("op") == op:
-            return msg  # type: ignore[no-any-return]
+            return msg
 
 
 async def collect(ws: aiohttp.ClientWebSocketResponse, n: int) -> list[dict[str, Any]]:
@@ -145,6 +145,7 @@ async def test_publish_rate_limited_per_connection(
         answers = [orjson.loads(await ws.receive_str()) for _ in range(3)]
     assert [a["op"] for a in answers] == ["ack", "ack", "error"]
     assert answers[2]["code"] == "rate_limited" and answers[2]["ref"] == "c"
+    assert 990 < answers[2]["retry_after"] <= 1000  # one token at 0.001/s
 
 
 async def test_origin_allow_list(make_server: Any, session: aiohttp.ClientSession) -> None:
@@ -227,7 +228,7 @@ async def test_disconnect_mid_stream_and_resume_nothing_missing_nothing_duplicat
     rounds = 0
     while len(seen) < total:
         rounds += 1
-        headers = {"Last-Event-ID": last} if last else {}
+        headers: dict[str, str] = {"Last-Event-ID": last} if last else {}
         async with session.get(server.url + "/events/res.x", headers=headers) as r:
             if task is None:
                 task = asyncio.ensure_future(publisher())
