@@ -38,6 +38,7 @@ from .asyncapi import asyncapi_document
 from .auth import ANYONE, Claims, authorize, token_from, verify_token
 from .config import ServerConfig
 from .delivery import Hub, StreamClient, WsClient, subscribe_client
+from .disconnect import on_disconnect
 from .errors import ProtocolError
 from .framing import HEARTBEAT_NDJSON, HEARTBEAT_SSE, ndjson_chunk, sse_chunk
 from .ingest import check_media_type, media_type, parse_body
@@ -163,6 +164,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     client = StreamClient(hub, OverflowPolicy(cfg.overflow), resp, request.transport, name)
     hub.connections += 1
     hub.add(client)
+    on_disconnect(request, client.lost)
     try:
         subscribe_client(client, request.app[BROKER], None, pattern, since)
         if ndjson:
@@ -170,7 +172,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         else:
             await resp.write(b"retry: 2000\n\n")
             await client.run(sse_chunk, HEARTBEAT_SSE)
-    except (ConnectionError, asyncio.CancelledError):
+    except ConnectionError:
         pass
     finally:
         hub.connections -= 1
@@ -212,6 +214,12 @@ async def poll_events(request: web.Request) -> web.Response:
     got: list[Event] = []
     ready = asyncio.Event()
     failure: list[BaseException] = []
+    peer_gone: list[bool] = []
+
+    def on_lost() -> None:
+        peer_gone.append(True)
+        disposable.dispose()
+        ready.set()
 
     def on_next(e: Event) -> None:
         if len(got) < limit:
@@ -224,16 +232,19 @@ async def poll_events(request: web.Request) -> web.Response:
 
     hub.connections += 1
     disposable = broker.subscribe(pattern, after).subscribe(on_next, on_error, ready.set)
+    on_disconnect(request, on_lost)
     try:
         if not got and not failure:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    while not got and not failure and not hub.closing:
+                    while not got and not failure and not hub.closing and not peer_gone:
                         ready.clear()
                         await ready.wait()
     finally:
         disposable.dispose()
         hub.connections -= 1
+    if peer_gone:
+        return web.Response(status=204)  # nobody is listening
     if failure and isinstance(failure[0], GapError):
         gap = failure[0]
         gone = ProtocolError(

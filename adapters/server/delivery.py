@@ -465,6 +465,12 @@ class StreamClient(Client):
         self.transport = transport
         self.transport_name = name
 
+    def lost(self) -> None:
+        """The peer went away: release its subscriptions and queued events right away
+        (the handler, woken by the closed queue, then ends)."""
+        self.queue.buffer.drain()
+        self.hub.remove(self)
+
     def on_overflow(self) -> None:
         self.unsubscribe_all()
         transport = self.transport

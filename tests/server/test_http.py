@@ -289,3 +289,44 @@ async def test_mounted_as_subapp_with_expose(session: aiohttp.ClientSession) -> 
             assert r.status == 202
     finally:
         await server.runner.cleanup()
+
+
+async def until(condition: Any, what: str) -> None:
+    """Wait for ``condition()`` (a state change with no event to await), giving up after
+    about 5 s; the server's heartbeat in these tests is an hour away."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never happened: {what}")
+
+
+@pytest.mark.parametrize(
+    ("path", "accept", "gauge"),
+    [
+        ("/events/d.>", "text/event-stream", "sse"),
+        ("/events/d.>", "application/x-ndjson", "ndjson"),
+        ("/poll/d.>?timeout=60", "application/json", None),
+    ],
+)
+async def test_a_closed_client_is_released_at_once_without_any_write(
+    make_server: Any, path: str, accept: str, gauge: str | None
+) -> None:
+    server = await make_server(heartbeat=3600)
+    hub = server.app[HUB]
+    host, port = server.url.removeprefix("http://").split(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n\r\n".encode())
+    await until(lambda: server.broker.subscriber_count == 1, "subscribed")
+    assert hub.connections == 1
+    writer.close()  # nothing is ever published: only the closed socket can end it
+    await writer.wait_closed()
+    await until(
+        lambda: server.broker.subscriber_count == 0 and hub.connections == 0 and not hub.clients,
+        "subscription and counters released",
+    )
+    async with aiohttp.ClientSession() as session, session.get(server.url + "/metrics") as r:
+        text = await r.text()
+    if gauge is not None:
+        assert f'rxstreams_connections{{transport="{gauge}"}} 0.0' in text
+    server.broker.publish("d.x", 1)  # and publishing afterwards reaches no one, harmlessly
