@@ -43,6 +43,7 @@ from .errors import ProtocolError
 from .framing import HEARTBEAT_NDJSON, HEARTBEAT_SSE, ndjson_chunk, sse_chunk
 from .ingest import check_media_type, media_type, parse_body
 from .limits import TokenBucket
+from .routes import connection_policy
 from .wsproto import Publish, Subscribe, Unsubscribe, parse_message, parse_position
 
 __all__ = ["BROKER", "CONFIG", "HUB", "create_app", "expose"]
@@ -151,6 +152,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         authorize(claims, "subscribe", pattern)
         raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
         since = parse_position(raw, "last_event_id") if raw else None
+        policy = cfg.policy_for(pattern, request.query.get("overflow"))
         _admit(hub)
     except ProtocolError as exc:
         return _error(exc, hub)
@@ -161,7 +163,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     await resp.prepare(request)
     _tune(request.transport, cfg)
     name = "ndjson" if ndjson else "sse"
-    client = StreamClient(hub, OverflowPolicy(cfg.overflow), resp, request.transport, name)
+    client = StreamClient(hub, policy, resp, request.transport, name)
     hub.connections += 1
     hub.add(client)
     on_disconnect(request, client.lost)
@@ -352,6 +354,12 @@ class _WsSession:
         cfg = request.app[CONFIG]
         self.cfg = cfg
         self.bucket = TokenBucket(cfg.publish_rate, cfg.publish_burst, time.monotonic())
+        self.policies: dict[str, OverflowPolicy] = {}  # each subscription's own policy
+
+    def _apply_policy(self) -> None:
+        """One queue, one policy: the least lossy of the subscriptions' policies."""
+        default = OverflowPolicy(self.cfg.overflow)
+        self.client.set_policy(connection_policy(self.policies.values(), default))
 
     async def handle(self, data: str | bytes) -> None:
         client = self.client
@@ -371,6 +379,8 @@ class _WsSession:
                 if handle is None:
                     raise ProtocolError("not_subscribed", f"no subscription {op.id!r}", ref=op.id)
                 handle.dispose()
+                self.policies.pop(op.id, None)
+                self._apply_policy()
                 client.send_control(orjson.dumps({"op": "unsubscribed", "id": op.id}))
             elif isinstance(op, Publish):
                 await self.publish(op)
@@ -393,6 +403,8 @@ class _WsSession:
         except ProtocolError as exc:
             exc.ref = op.id
             raise
+        self.policies[op.id] = self.cfg.policy_for(op.pattern, op.overflow, op.id)
+        self._apply_policy()
         client.send_control(orjson.dumps({"op": "subscribed", "id": op.id}))
         subscribe_client(client, self.app[BROKER], op.id, op.pattern, op.since, op.filter)
 

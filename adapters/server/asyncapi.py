@@ -48,6 +48,11 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "description": "attribute (type, source, subject, id) or data.<key> -> value",
             },
+            "overflow": {
+                "type": "string",
+                "enum": ["disconnect", "drop_oldest", "latest_only"],
+                "description": "slow-client policy asked for; must be in the server's allow-list",
+            },
         },
         ["id", "pattern"],
     ),
@@ -165,6 +170,8 @@ def asyncapi_document(
         "events": {
             "address": f"{prefix}/events/{{pattern}}",
             "title": "Server-Sent Events or NDJSON stream",
+            "description": "Query: last_event_id (resume), overflow (slow-client policy, "
+            "if the server allows clients to choose), token (JWT).",
             "parameters": stream_params,
             "messages": {"event": _ref("event"), "gap": _ref("gap")},
         },

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 from streams import OverflowPolicy
 
 from .auth import AuthConfig
+from .routes import Routes, choose_policy, client_policy, parse_routes
 
 __all__ = ["ServerConfig"]
 
@@ -16,15 +19,20 @@ class ServerConfig:
     """Everything :func:`adapters.server.create_app` can be told.
 
     ``overflow`` is the policy applied to a client whose queue is full (``disconnect``,
-    ``drop_oldest`` or ``latest_only``); choose a different one per route by mounting
-    several apps. ``origins=None`` accepts any WebSocket ``Origin``.
+    ``drop_oldest`` or ``latest_only``). ``overflow_routes`` maps subscription patterns to
+    other policies (the first route covering a subscription's pattern applies), and
+    ``allowed_overflow`` lists the policies a client may ask for itself
+    (see :mod:`adapters.server.routes`). ``origins=None`` accepts any WebSocket ``Origin``.
 
-    >>> ServerConfig(overflow="latest_only").overflow.value
-    'latest_only'
+    >>> cfg = ServerConfig(overflow_routes={"chat.*.typing": "latest_only"})
+    >>> cfg.policy_for("chat.lobby.typing").value, cfg.policy_for("chat.>").value
+    ('latest_only', 'disconnect')
     """
 
     auth: AuthConfig | None = None
     overflow: OverflowPolicy | str = OverflowPolicy.DISCONNECT
+    overflow_routes: Mapping[str, OverflowPolicy | str] | Routes = ()
+    allowed_overflow: tuple[OverflowPolicy | str, ...] = ()
     client_max_events: int = 1000
     client_max_bytes: int = 1 << 20
     max_body_bytes: int = 1 << 20
@@ -46,14 +54,24 @@ class ServerConfig:
     title: str = "rxstreams"
 
     def __post_init__(self) -> None:
-        policy = OverflowPolicy(self.overflow)
-        if policy not in (
-            OverflowPolicy.DISCONNECT,
-            OverflowPolicy.DROP_OLDEST,
-            OverflowPolicy.LATEST_ONLY,
-        ):
-            raise ValueError("overflow must be disconnect, drop_oldest or latest_only")
-        object.__setattr__(self, "overflow", policy)
+        object.__setattr__(self, "overflow", client_policy(self.overflow))
+        object.__setattr__(self, "overflow_routes", parse_routes(self.overflow_routes))
+        allowed = tuple(client_policy(p, "allowed_overflow") for p in self.allowed_overflow)
+        object.__setattr__(self, "allowed_overflow", allowed)
         for name in ("client_max_events", "max_body_bytes", "max_message_bytes", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+
+    def policy_for(
+        self, pattern: str, requested: Any = None, ref: str | None = None
+    ) -> OverflowPolicy:
+        """The overflow policy of a subscription to ``pattern``; ``requested`` is the
+        client's own choice (``bad_request`` unless in ``allowed_overflow``)."""
+        return choose_policy(
+            pattern,
+            requested,
+            cast(OverflowPolicy, self.overflow),
+            cast(Routes, self.overflow_routes),
+            cast("tuple[OverflowPolicy, ...]", self.allowed_overflow),
+            ref,
+        )

@@ -97,6 +97,11 @@ class Client:
             self.first_at = self.hub.loop.time()
             self.wake()
 
+    def set_policy(self, policy: OverflowPolicy) -> None:
+        """Apply ``policy`` from now on (a WebSocket's subscriptions changed)."""
+        self.policy = policy
+        self.queue.buffer.policy = policy
+
     def _conflate(self) -> None:
         """``latest_only``: drop queued events, keep queued control messages."""
         b = self.queue.buffer

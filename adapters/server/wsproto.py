@@ -47,6 +47,7 @@ class Subscribe:
     pattern: str
     since: Position | None = None
     filter: Filter | None = None
+    overflow: str | None = None  # the policy the client asks for (checked by the app)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def parse_message(raw: bytes | str) -> Op:
     """Parse one client text message.
 
     >>> parse_message('{"op": "subscribe", "id": "s1", "pattern": "chat.>"}')
-    Subscribe(id='s1', pattern='chat.>', since=None, filter=None)
+    Subscribe(id='s1', pattern='chat.>', since=None, filter=None, overflow=None)
     >>> parse_message('{"op": "dance"}')
     Traceback (most recent call last):
     ...
@@ -181,7 +182,12 @@ def parse_message(raw: bytes | str) -> Op:
             except ProtocolError as exc:
                 exc.ref = ref
                 raise
-        return Subscribe(sid, pattern, since, compile_filter(msg.get("filter"), ref))
+        overflow = msg.get("overflow")
+        if overflow is not None and not isinstance(overflow, str):
+            raise ProtocolError(
+                "bad_request", "overflow must be a policy name", field="overflow", ref=ref
+            )
+        return Subscribe(sid, pattern, since, compile_filter(msg.get("filter"), ref), overflow)
     if op == "unsubscribe":
         sid = _id(msg, "id", ref, required=True)
         assert sid is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -330,3 +331,100 @@ async def test_a_closed_client_is_released_at_once_without_any_write(
     if gauge is not None:
         assert f'rxstreams_connections{{transport="{gauge}"}} 0.0' in text
     server.broker.publish("d.x", 1)  # and publishing afterwards reaches no one, harmlessly
+
+
+# -- overflow per route ---------------------------------------------------------------------
+def stuck_stream(port: int, path: str) -> socket.socket:
+    """An SSE client on a tiny receive buffer that does not read until told to."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    s.setblocking(False)
+    return s
+
+
+async def read_all(sock: socket.socket, marker: bytes) -> tuple[bytes, bool]:
+    """Read until ``marker`` arrives (True) or the server ends the connection (False)."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    while marker not in data:
+        try:
+            chunk = await loop.sock_recv(sock, 65536)
+        except ConnectionError:
+            return data, False
+        if not chunk:
+            return data, False
+        data += chunk
+    return data, True
+
+
+def metric(text: str, name: str) -> float:
+    """A sample's value in Prometheus text (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_a_slow_client_on_a_latest_only_route_keeps_the_latest_others_are_cut(
+    make_server: Any, session: aiohttp.ClientSession
+) -> None:
+    server = await make_server(
+        overflow_routes={"tick.*.last": "latest_only"},
+        client_max_events=20,
+        client_max_bytes=20_000,
+        socket_send_buffer=4096,
+        write_buffer=8192,
+        heartbeat=3600,
+    )
+    hub = server.app[HUB]
+    port = int(server.url.rsplit(":", 1)[1])
+    routed = stuck_stream(port, "/events/tick.*.last")  # covered by the route: latest_only
+    default = stuck_stream(port, "/events/tick.>")  # not covered: the default, disconnect
+    try:
+        await until(lambda: len(hub.clients) == 2 and server.broker.subscriber_count, "streams")
+        assert sorted(c.policy.value for c in hub.clients) == ["disconnect", "latest_only"]
+        pad = "x" * 2000
+        published = 0
+        dropped = 0.0
+        while not dropped or len(hub.clients) > 1:  # until both clients' queues overflowed
+            assert published < 5000, "the server never backed up"
+            server.broker.publish("tick.a.last", {"i": published, "pad": pad})
+            published += 1
+            await asyncio.sleep(0)
+            async with session.get(server.url + "/metrics") as r:
+                text = await r.text()
+            dropped = metric(text, 'rxstreams_events_dropped_total{policy="latest_only"}')
+        assert metric(text, "rxstreams_slow_disconnects_total") == 1
+        server.broker.publish("tick.a.last", {"i": "last", "pad": pad})
+        data, complete = await read_all(routed, b'"i":"last"')
+        assert complete, "the latest_only stream stays open and delivers the latest event"
+        received = data.count(b"\ndata: ")
+        assert received < published  # what was queued while it did not read was replaced
+        assert len(hub.clients) == 1 and next(iter(hub.clients)).policy.value == "latest_only"
+        data, complete = await read_all(default, b'"i":"last"')
+        assert not complete  # cut off; it would resume from its Last-Event-ID
+    finally:
+        routed.close()
+        default.close()
+
+
+async def test_client_chosen_overflow_is_checked_against_the_allow_list(
+    make_server: Any, session: aiohttp.ClientSession
+) -> None:
+    server = await make_server(allowed_overflow=("latest_only",))
+    async with session.get(server.url + "/events/a?overflow=drop_oldest") as r:
+        assert r.status == 400
+        err = (await r.json())["error"]
+        assert (err["code"], err["field"], err["allowed"]) == (
+            "bad_request",
+            "overflow",
+            ["latest_only"],
+        )
+    async with session.get(server.url + "/events/a?overflow=sometimes") as r:
+        assert r.status == 400 and (await r.json())["error"]["field"] == "overflow"
+    async with session.get(server.url + "/events/a?overflow=latest_only") as r:
+        assert r.status == 200
+        hub = server.app[HUB]
+        assert [c.policy.value for c in hub.clients] == ["latest_only"]

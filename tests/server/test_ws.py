@@ -11,7 +11,7 @@ import jwt
 import orjson
 import pytest
 
-from adapters.server import AuthConfig
+from adapters.server import HUB, AuthConfig
 from streams import Event, MemoryBroker, Retention
 
 from .conftest import Server
@@ -252,7 +252,9 @@ async def test_disconnect_mid_stream_and_resume_nothing_missing_nothing_duplicat
 
 
 # -- slow consumers --------------------------------------------------------------------
-def raw_ws(port: int) -> socket.socket:
+def raw_ws(
+    port: int, subscribe: bytes = b'{"op":"subscribe","id":"s","pattern":"flood"}'
+) -> socket.socket:
     """A WebSocket client on a tiny receive buffer that subscribes and then never reads."""
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -261,18 +263,36 @@ def raw_ws(port: int) -> socket.socket:
         b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
-    payload = b'{"op":"subscribe","id":"s","pattern":"flood"}'
+    payload = subscribe
     s.sendall(bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
     s.setblocking(False)
     return s
 
 
-@pytest.mark.parametrize("policy", ["disconnect", "drop_oldest", "latest_only"])
+SUBSCRIBE = b'{"op":"subscribe","id":"s","pattern":"flood"}'
+CHOOSE = b'{"op":"subscribe","id":"s","pattern":"flood","overflow":"drop_oldest"}'
+
+
+@pytest.mark.parametrize(
+    ("policy", "config", "subscribe"),
+    [
+        ("disconnect", {}, SUBSCRIBE),
+        ("drop_oldest", {"overflow": "drop_oldest"}, SUBSCRIBE),
+        ("latest_only", {"overflow": "latest_only"}, SUBSCRIBE),
+        ("latest_only", {"overflow_routes": {"flood": "latest_only"}}, SUBSCRIBE),
+        ("drop_oldest", {"allowed_overflow": ("drop_oldest",)}, CHOOSE),
+    ],
+    ids=["default", "app-drop_oldest", "app-latest_only", "route", "client-choice"],
+)
 async def test_a_client_that_never_reads_harms_nobody(
-    make_server: Any, session: aiohttp.ClientSession, policy: str
+    make_server: Any,
+    session: aiohttp.ClientSession,
+    policy: str,
+    config: dict[str, Any],
+    subscribe: bytes,
 ) -> None:
     server = await make_server(
-        overflow=policy,
+        **config,
         client_max_events=50,
         client_max_bytes=20_000,
         socket_send_buffer=4096,
@@ -280,7 +300,7 @@ async def test_a_client_that_never_reads_harms_nobody(
     )
     port = int(server.url.rsplit(":", 1)[1])
     hub = server.app[__import__("adapters.server", fromlist=["HUB"]).HUB]
-    stuck = raw_ws(port)
+    stuck = raw_ws(port, subscribe)
     try:
         async with session.ws_connect(server.ws_url()) as good:
             await good.send_json({"op": "subscribe", "id": "g", "pattern": "flood"})
@@ -310,3 +330,36 @@ async def test_a_client_that_never_reads_harms_nobody(
                 assert len(hub.clients) == 2
     finally:
         stuck.close()
+
+
+async def test_one_websocket_queue_takes_the_least_lossy_policy_of_its_subscriptions(
+    make_server: Any, session: aiohttp.ClientSession
+) -> None:
+    server = await make_server(
+        overflow_routes={"typing.>": "latest_only", "metrics.>": "drop_oldest"},
+        allowed_overflow=("latest_only",),
+    )
+    hub = server.app[HUB]
+    async with session.ws_connect(server.ws_url()) as ws:
+        (client,) = hub.clients
+
+        async def subscribe(sid: str, pattern: str, **extra: Any) -> str:
+            await ws.send_json({"op": "subscribe", "id": sid, "pattern": pattern, **extra})
+            await next_op(ws, "subscribed")
+            return str(client.policy.value)
+
+        assert await subscribe("t", "typing.lobby") == "latest_only"
+        assert await subscribe("m", "metrics.cpu") == "drop_oldest"
+        assert await subscribe("c", "chat.lobby") == "disconnect"  # no route: the default
+        await ws.send_json({"op": "unsubscribe", "id": "c"})
+        await next_op(ws, "unsubscribed")
+        assert client.policy.value == "drop_oldest"
+        await ws.send_json({"op": "unsubscribe", "id": "m"})
+        await next_op(ws, "unsubscribed")
+        assert client.policy.value == "latest_only"
+        assert await subscribe("x", "chat.x", overflow="latest_only") == "latest_only"
+        for bad in ("drop_oldest", "whenever", 3):
+            await ws.send_json({"op": "subscribe", "id": "y", "pattern": "a", "overflow": bad})
+            err = await next_op(ws, "error")
+            assert (err["code"], err["field"], err["ref"]) == ("bad_request", "overflow", "y")
+        assert set(client.subs) == {"t", "x"}
