@@ -9,7 +9,15 @@
 ['hello']
 """
 
-from .broker import Broker, GapError, Position, PositionError, Retention, resume_point
+from .broker import (
+    Broker,
+    GapError,
+    Position,
+    PositionError,
+    PublishError,
+    Retention,
+    resume_point,
+)
 from .buffer import AsyncBuffer, BoundedBuffer, Overflow, OverflowPolicy
 from .event import Event, EventError, decode_event, encode_events
 from .memory import MemoryBroker
@@ -45,6 +53,7 @@ __all__ = [
     "OverflowPolicy",
     "Position",
     "PositionError",
+    "PublishError",
     "Retention",
     "SubjectError",
     "SubjectIndex",

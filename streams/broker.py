@@ -9,6 +9,7 @@ which names the earliest position still available. Nothing is skipped silently.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -16,7 +17,15 @@ from reactivex import Observable
 
 from .event import Event
 
-__all__ = ["Broker", "GapError", "Position", "PositionError", "Retention", "resume_point"]
+__all__ = [
+    "Broker",
+    "GapError",
+    "Position",
+    "PositionError",
+    "PublishError",
+    "Retention",
+    "resume_point",
+]
 
 
 class PositionError(ValueError):
@@ -52,11 +61,21 @@ class Position(NamedTuple):
         return cls(epoch, int(offset))
 
 
-class GapError(Exception):
-    """Events after ``requested`` are gone; ``earliest`` is the first still retained.
+class PublishError(Exception):
+    """The broker did not acknowledge a publish. ``committed`` holds the positions that
+    were stored before the failure (a batch on a broker that cannot store it atomically)."""
 
-    ``earliest`` is ``None`` when the broker holds no history at all.
-    Resume with ``since=gap.resume_from`` to continue with what is still retained.
+    def __init__(self, message: str, committed: Sequence[Position] = ()) -> None:
+        super().__init__(message)
+        self.committed = list(committed)
+
+
+class GapError(Exception):
+    """Events after ``requested`` are gone (evicted, or a new epoch, or ``requested`` was
+    never issued); ``earliest`` is the first position from which history is complete.
+
+    ``earliest`` is ``None`` when the broker never held anything. Resume with
+    ``since=gap.resume_from`` to continue with what is still retained.
     """
 
     def __init__(self, requested: Position, earliest: Position | None, reason: str) -> None:
@@ -73,12 +92,9 @@ class GapError(Exception):
 
 
 def resume_point(requested: Position, earliest: Position | None) -> Position | None:
-    """Where to resume after a gap: just before ``earliest``, but never before ``requested``
-    in the same epoch, so nothing the consumer already has is delivered again (a per-subject
-    eviction can leave older events of other subjects retained).
+    """Where to resume after a gap: just before ``earliest``, the first position from which
+    the broker's history is complete (also when ``requested`` was ahead of the log).
 
-    >>> resume_point(Position("e", 5), Position("e", 3))
-    Position(epoch='e', offset=5)
     >>> resume_point(Position("e", 5), Position("e", 9))
     Position(epoch='e', offset=8)
     >>> resume_point(Position("old", 5), Position("e", 1))
@@ -86,10 +102,7 @@ def resume_point(requested: Position, earliest: Position | None) -> Position | N
     """
     if earliest is None:
         return None
-    start = earliest.offset - 1
-    if requested.epoch == earliest.epoch:
-        start = max(start, requested.offset)
-    return Position(earliest.epoch, max(start, 0))
+    return Position(earliest.epoch, max(earliest.offset - 1, 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +124,12 @@ class Broker(Protocol):
     def epoch(self) -> str: ...
 
     async def apublish(self, subject: str, event: Event | Any) -> Position:
-        """Publish and wait for the broker's acknowledgement."""
+        """Publish and wait for the broker's acknowledgement; raises :class:`PublishError`."""
+        ...
+
+    async def apublish_many(self, subject: str, events: Sequence[Event | Any]) -> list[Position]:
+        """Publish a batch, all or nothing where the broker can; raises :class:`PublishError`
+        whose ``committed`` lists what was stored anyway (empty for atomic brokers)."""
         ...
 
     def subscribe(self, pattern: str, since: Position | None = None) -> Observable[Event]:

@@ -16,15 +16,16 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import orjson
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 from reactivex.observer import AutoDetachObserver
 
 from .broker import GapError, Position, Retention
-from .event import Event
+from .event import Event, EventError
 from .event import set_position_in_place as _set_position
 from .event import set_subject_in_place as _set_subject
 from .subjects import SubjectIndex, match, validate_pattern, validate_subject
@@ -41,6 +42,13 @@ _Room = deque[Event]  # every stored event carries its (epoch, offset) in ``_pos
 
 def _ignore(_: Event) -> None:
     return None
+
+
+def _check_encodable(event: Event) -> None:
+    try:
+        orjson.dumps(event.data)
+    except TypeError as exc:
+        raise EventError("data", f"not JSON-serializable: {exc}") from None
 
 
 def _off(event: Event) -> int:
@@ -196,14 +204,16 @@ class MemoryBroker:
         room = self._rooms.get(subject)
         if room is None:
             room = self._new_room(subject)
+        events = [e if isinstance(e, Event) else Event.create(e) for e in events]
+        if self._max_bytes is not None:  # encoding happens below: fail before storing any
+            for event in events:
+                _check_encodable(event)
         epoch = self._epoch
         positions: list[Position] = []
         batch: list[Event] = []
         maxlen = room.maxlen
         evicted = self._evicted
         for event in events:
-            if event.__class__ is not Event:
-                event = event if isinstance(event, Event) else Event.create(event)
             self._offset = off = self._offset + 1
             pos: Position = _new_position(Position, (epoch, off))
             if event._pos is None and event._seq is None and event._json is None:
@@ -252,6 +262,9 @@ class MemoryBroker:
 
     async def apublish(self, subject: str, event: Event | Any) -> Position:
         return self.publish(subject, event)
+
+    async def apublish_many(self, subject: str, events: Sequence[Event | Any]) -> list[Position]:
+        return self.publish_many(subject, events)
 
     def _new_room(self, subject: str) -> _Room:
         if self._closed:
