@@ -100,6 +100,7 @@ class _Dedupe(Stage):
     def on_next(self, value: Any) -> None:
         try:
             k = self.spec.key(value)
+            hash(k)  # an unhashable key is the key function's error, under the policy
         except Exception as exc:
             self.handler(value, exc)
             return

@@ -55,7 +55,10 @@ class _Bucket(Stage):
             self.down.on_next(value)
         elif self.spec.mode == "drop":
             if self.on_drop is not None:
-                self.on_drop(value)
+                try:
+                    self.on_drop(value)
+                except Exception as exc:
+                    self.handler(value, exc)
         elif len(self.queue) >= self.spec.max_queue:
             self.handler(value, RateLimitError(f"delay queue full ({self.spec.max_queue})"))
         else:

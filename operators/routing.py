@@ -11,6 +11,7 @@ Operators assume one loop or thread.
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -70,7 +71,12 @@ class _Branch(Observable[Any]):
 
     def on_next(self, value: Any) -> None:
         for o in self.observers:
-            o.on_next(value)
+            try:
+                o.on_next(value)
+            except Exception as exc:  # a faulty consumer ends only its own subscription
+                self.observers = [x for x in self.observers if x is not o]
+                with contextlib.suppress(Exception):
+                    o.on_error(exc)
 
     def end(self, error: Exception | None) -> None:
         if self.done is not None:

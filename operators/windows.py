@@ -156,7 +156,10 @@ class _Windows(Stage):
         spec = self.spec
         try:
             t = self.now() if spec.timestamp is None else float(spec.timestamp(value))
+            if not math.isfinite(t):
+                raise ValueError(f"timestamp must be a finite number, got {t!r}")
             k = None if spec.key is None else spec.key(value)
+            hash(k)
         except Exception as exc:
             self.handler(value, exc)
             return

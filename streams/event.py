@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time as _time
 from collections.abc import Callable
 from datetime import datetime
@@ -28,6 +29,9 @@ JSON: Final = "application/json"
 _ID_PREFIX: Final = os.urandom(6).hex()
 _ids = itertools.count(1)
 
+_RFC3339: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+)
 _REQUIRED: Final = ("specversion", "id", "source", "type")
 _KNOWN: Final = frozenset(
     ("specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data")
@@ -160,7 +164,9 @@ class Event(_Slots):
         sequence: str | None = None,
         extensions: dict[str, Any] | None = None,
     ) -> Event:
-        e = _build(id, source, type, subject, datacontenttype, data, extensions or None, time)
+        # No ``time`` given (it is optional in CloudEvents): stamp when we first saw it.
+        ts = _time.time() if time is None else 0.0
+        e = _build(id, source, type, subject, datacontenttype, data, extensions or None, time, ts)
         if sequence is not None:
             _set_seq(e, sequence)
         return e
@@ -308,7 +314,9 @@ class Event(_Slots):
         t = obj.get("time")
         if t is not None:
             try:
-                datetime.fromisoformat(t.replace("Z", "+00:00"))
+                if not _RFC3339.fullmatch(t):
+                    raise ValueError
+                datetime.fromisoformat(t.upper().replace("Z", "+00:00"))
             except ValueError:
                 raise EventError("time", f"not an RFC 3339 timestamp: {t!r}") from None
         ext = {k: v for k, v in obj.items() if k not in _KNOWN and k != "sequence"}

@@ -301,6 +301,8 @@ class MemoryBroker:
         if self._max_age and count_bytes:
             self._times.append((self._offset, self._clock()))
             self._expire()
+            if len(self._times) > 2 * self._retained + 1024:
+                self._prune_times()
         over_count = self._retained > self._max_events
         over_bytes = self._max_bytes is not None and self._bytes > self._max_bytes
         if over_count or over_bytes:
@@ -326,6 +328,11 @@ class MemoryBroker:
                 heapq.heapreplace(heap, (_off(room[0]), subject))
             else:
                 heapq.heappop(heap)
+
+    def _prune_times(self) -> None:
+        """Forget publish times of events already evicted by other limits (amortized O(1))."""
+        live = {_off(event) for room in self._rooms.values() for event in room}
+        self._times = deque(t for t in self._times if t[0] in live)
 
     def _expire(self, force: bool = False) -> None:
         times = self._times

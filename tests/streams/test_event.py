@@ -106,3 +106,18 @@ def test_unserializable_data_is_a_clear_error():
     with pytest.raises(EventError) as info:
         Event.create(object()).encode()
     assert info.value.field == "data"
+
+
+@pytest.mark.parametrize(
+    "t", ["2026-11-26", "2026-11-26T07:00:00", "26/11/2026", "2026-13-01T00:00:00Z"]
+)
+def test_time_must_be_rfc3339(t: str):
+    with pytest.raises(EventError) as info:
+        Event.decode(orjson.dumps({**GOOD, "time": t}))
+    assert info.value.field == "time"
+
+
+def test_event_without_time_is_stamped_on_arrival_not_1970():
+    e = Event.decode(orjson.dumps(GOOD))
+    assert e.time[:4] >= "2026"
+    assert Event.decode(orjson.dumps({**GOOD, "time": "2026-11-26T07:00:00.5+01:00"})).time

@@ -297,3 +297,11 @@ def test_disposed_during_a_dispatch_receives_nothing_more():
     b.publish("x", 1)
     b.publish("x", 2)
     assert second == []
+
+
+def test_age_bookkeeping_stays_bounded_by_other_limits():
+    b = MemoryBroker(Retention(max_events=100, max_age=3600, max_per_subject=10))
+    for i in range(20_000):
+        b.publish(f"s{i % 7}", i)
+    assert len(b) <= 100
+    assert len(b._times) <= 2 * len(b) + 1024
