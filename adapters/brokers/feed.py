@@ -18,9 +18,14 @@ from reactivex.disposable import Disposable
 
 from streams import Event
 
-__all__ = ["Emit", "TaskFeeds", "raise_if_cancelled"]
+__all__ = ["Body", "Emit", "TaskFeeds", "raise_if_cancelled"]
 
 Emit = Callable[[Event], None]
+Body = Callable[[Emit], Awaitable[None]]
+
+
+def _nothing() -> None:
+    return None
 
 
 def raise_if_cancelled() -> None:
@@ -57,8 +62,14 @@ class TaskFeeds:
     def __len__(self) -> int:
         return len(self._live)
 
-    def observable(self, body: Callable[[Emit], Awaitable[None]]) -> Observable[Event]:
+    def observable(self, body: Body) -> Observable[Event]:
         """A cold-to-subscribe, hot-once-running observable driven by ``body(emit)``."""
+        return self.each(lambda: (body, _nothing))
+
+    def each(self, begin: Callable[[], tuple[Body, Callable[[], None]]]) -> Observable[Event]:
+        """Like :meth:`observable`, but ``begin()`` runs synchronously at each subscribe and
+        returns that subscription's body and a ``release`` called once its task is done
+        (even when it was disposed before it ever ran): state taken at subscribe time."""
 
         def on_subscribe(
             observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
@@ -72,9 +83,15 @@ class TaskFeeds:
                 raise RuntimeError(
                     "networked broker subscriptions need a running asyncio event loop"
                 ) from None
+            body, release = begin()
             task = loop.create_task(self._run(body, observer))
             self._live[task] = observer
-            task.add_done_callback(lambda t: self._live.pop(t, None))
+
+            def done(t: asyncio.Task[None]) -> None:
+                self._live.pop(t, None)
+                release()
+
+            task.add_done_callback(done)
 
             def dispose() -> None:
                 task.cancel()
@@ -83,9 +100,7 @@ class TaskFeeds:
 
         return Observable(on_subscribe)
 
-    async def _run(
-        self, body: Callable[[Emit], Awaitable[None]], observer: abc.ObserverBase[Event]
-    ) -> None:
+    async def _run(self, body: Body, observer: abc.ObserverBase[Event]) -> None:
         try:
             await body(observer.on_next)
         except asyncio.CancelledError:

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats
@@ -53,7 +53,8 @@ from streams import Event, GapError, Position, Retention, validate_pattern, vali
 
 from .backoff import Backoff
 from .errors import PublishError
-from .feed import Emit, TaskFeeds, raise_if_cancelled
+from .feed import Body, Emit, TaskFeeds, raise_if_cancelled
+from .livestart import LiveStarts, Pin
 from .positions import check_since
 from .url import BrokerSettings
 
@@ -65,6 +66,10 @@ _TRANSIENT = (nats.errors.Error, asyncio.TimeoutError, OSError)
 
 class _Reset(Exception):
     """The push consumer lost its place (missed heartbeats, a skipped delivery)."""
+
+
+def _nothing() -> None:
+    return None
 
 
 def epoch_of(info: StreamInfo) -> str:
@@ -105,6 +110,7 @@ class NatsBroker:
         self._lock = asyncio.Lock()
         self._epoch = ""
         self._feeds = TaskFeeds()
+        self._live = LiveStarts()
 
     @classmethod
     def from_settings(cls, settings: BrokerSettings) -> NatsBroker:
@@ -167,12 +173,40 @@ class NatsBroker:
         """Store the event in the stream; returns its position once JetStream acknowledged.
 
         Retries with backoff (the server drops duplicates by event id), then raises
-        :class:`~adapters.brokers.errors.PublishError`.
+        :class:`~adapters.brokers.errors.PublishError`; so does any broker-side refusal.
+        """
+        return (await self.apublish_many(subject, [event]))[0]
+
+    async def apublish_many(self, subject: str, events: Sequence[Event | Any]) -> list[Position]:
+        """Store a batch, in order; returns the positions once JetStream acknowledged each.
+
+        Best effort, not atomic: nats-py has no atomic batch, so events are published one
+        after another (each retried, deduplicated by event id). When one fails the rest are
+        not sent and :class:`~adapters.brokers.errors.PublishError` names the positions
+        stored before it in ``committed``. An event that cannot be encoded raises
+        :class:`~streams.EventError` before anything is sent. Positions increase; other
+        publishers' events may land between them.
         """
         validate_subject(subject)
-        if not isinstance(event, Event):
-            event = Event.create(event)
-        payload = event.encode()
+        batch = [e if isinstance(e, Event) else Event.create(e) for e in events]
+        payloads = [e.encode() for e in batch]
+        positions: list[Position] = []
+        with self._live.publishing() as note:
+            for event, payload in zip(batch, payloads, strict=True):
+                try:
+                    pos = await self._store(subject, event.id, payload)
+                except PublishError as exc:
+                    if len(batch) > 1:
+                        exc = PublishError(
+                            f"{exc} ({len(positions)} of {len(batch)} events stored before)",
+                            committed=positions,
+                        )
+                    raise exc from exc.__cause__
+                positions.append(pos)
+                note((pos,))
+        return positions
+
+    async def _store(self, subject: str, msg_id: str, payload: bytes) -> Position:
         backoff = Backoff()
         for attempt in range(1, self.publish_attempts + 1):
             try:
@@ -184,14 +218,20 @@ class NatsBroker:
                     payload,
                     timeout=self.timeout,
                     stream=self.stream,
-                    headers={"Nats-Msg-Id": event.id},
+                    headers={"Nats-Msg-Id": msg_id},
                 )
                 return Position(self._epoch, ack.seq)
             except nats.js.errors.NoStreamResponseError:
                 self._epoch = ""  # the stream is gone: recreate it (new epoch) and retry
                 last: Exception = PublishError(f"stream {self.stream!r} is missing")
+            except nats.js.errors.ServiceUnavailableError as exc:
+                last = exc
+            except nats.js.errors.APIError as exc:  # refused (too large, bad config): final
+                raise PublishError(f"publish to {subject!r} refused by NATS: {exc}") from exc
             except _TRANSIENT as exc:
                 last = exc
+            except Exception as exc:  # anything else from the client is a failed publish too
+                raise PublishError(f"publish to {subject!r} failed: {exc!r}") from exc
             if attempt < self.publish_attempts:
                 await asyncio.sleep(backoff.next())
         raise PublishError(f"publish to {subject!r} not acknowledged by NATS: {last}") from last
@@ -225,12 +265,20 @@ class NatsBroker:
         validate_pattern(pattern)
         start = Position.parse(since) if isinstance(since, str) else since
 
-        async def body(emit: Emit) -> None:
-            await self._follow(pattern, start, emit)
+        def begin() -> tuple[Body, Callable[[], None]]:
+            # A live subscription is pinned now: see :mod:`.livestart`.
+            pin = self._live.pin() if start is None else None
 
-        return self._feeds.observable(body)
+            async def body(emit: Emit) -> None:
+                await self._follow(pattern, start, emit, pin)
 
-    async def _follow(self, pattern: str, since: Position | None, emit: Emit) -> None:
+            return body, (pin.close if pin is not None else _nothing)
+
+        return self._feeds.each(begin)
+
+    async def _follow(
+        self, pattern: str, since: Position | None, emit: Emit, pin: Pin | None = None
+    ) -> None:
         backoff = Backoff()
         cursor: list[Position] = []
         if since is not None:
@@ -240,7 +288,8 @@ class NatsBroker:
             try:
                 if not cursor:
                     info = await self._info()
-                    cursor.append(Position(epoch_of(info), info.state.last_seq))
+                    live = Position(epoch_of(info), info.state.last_seq)
+                    cursor.append(await pin.start(live) if pin is not None else live)
                 else:
                     await self._check(cursor[0], pattern)
                 await self._push(pattern, cursor, emit, backoff)

@@ -28,20 +28,21 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from reactivex import Observable
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams import Event, GapError, Position, Retention, match, validate_pattern, validate_subject
 
 from .backoff import Backoff
 from .errors import PublishError
-from .feed import Emit, TaskFeeds, raise_if_cancelled
+from .feed import Body, Emit, TaskFeeds, raise_if_cancelled
+from .livestart import LiveStarts, Pin
 from .positions import check_since, redis_id, redis_offset
 from .url import BrokerSettings
 
@@ -68,27 +69,30 @@ local function ensure()
 end
 """
 
-# ARGV: new epoch, subject, payload, max events ('' = none), max age ms ('' = none)
+# ARGV: new epoch, max events ('' = none), max age ms ('' = none), subject, payloads...
+# One script, so a batch is atomic: no other command runs in between, and Redis refuses
+# an out-of-memory script at its first write, before anything is stored.
 _PUBLISH = (
     _ENSURE
     + """
 local epoch = ensure()
-local trimmed = false
-local id
-if ARGV[4] ~= '' then
-  local n = tonumber(ARGV[4])
-  local len = redis.call('XLEN', KEYS[1])
-  if len >= n then
-    local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - n + 1)
-    trimmed = old[#old][1]
-  end
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '=', n, '*', 's', ARGV[2], 'e', ARGV[3])
-else
-  id = redis.call('XADD', KEYS[1], '*', 's', ARGV[2], 'e', ARGV[3])
+local ids = {}
+for i = 5, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 's', ARGV[4], 'e', ARGV[i])
 end
-if ARGV[5] ~= '' then
+local trimmed = false
+if ARGV[2] ~= '' then
+  local n = tonumber(ARGV[2])
+  local len = redis.call('XLEN', KEYS[1])
+  if len > n then
+    local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - n)
+    trimmed = old[#old][1]
+    redis.call('XTRIM', KEYS[1], 'MAXLEN', '=', n)
+  end
+end
+if ARGV[3] ~= '' then
   local t = redis.call('TIME')
-  local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[5])
+  local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
   local threshold = string.format('%.0f', min_ms) .. '-0'
   local old = redis.call('XREVRANGE', KEYS[1], '(' .. threshold, '-', 'COUNT', 1)
   if #old > 0 then
@@ -97,7 +101,7 @@ if ARGV[5] ~= '' then
   end
 end
 if trimmed then redis.call('HSET', KEYS[2], 'trimmed', trimmed) end
-return {epoch, id}
+return {epoch, ids}
 """
 )
 
@@ -123,6 +127,10 @@ return {epoch, trimmed, last, entries}
 
 def _new_epoch() -> str:
     return os.urandom(4).hex()
+
+
+def _nothing() -> None:
+    return None
 
 
 def _text(value: Any) -> str:
@@ -164,6 +172,7 @@ class RedisBroker:
         self._read_script: Any = None
         self._epoch = ""
         self._feeds = TaskFeeds()
+        self._live = LiveStarts()
 
     @classmethod
     def from_settings(cls, settings: BrokerSettings) -> RedisBroker:
@@ -208,24 +217,41 @@ class RedisBroker:
     async def apublish(self, subject: str, event: Event | Any) -> Position:
         """Append to the stream; returns the position once Redis stored it.
 
-        Raises :class:`~adapters.brokers.errors.PublishError` when Redis did not answer.
+        Raises :class:`~adapters.brokers.errors.PublishError` for any broker-side failure
+        (no answer, out of memory, a refused script): the event may not be stored.
+        """
+        return (await self.apublish_many(subject, [event]))[0]
+
+    async def apublish_many(self, subject: str, events: Sequence[Event | Any]) -> list[Position]:
+        """Append a batch atomically (one script): all of it is stored, or nothing.
+
+        Positions increase and nothing else lands between them. An event that cannot be
+        encoded raises :class:`~streams.EventError` before anything is sent; a broker-side
+        failure raises :class:`~adapters.brokers.errors.PublishError` with ``committed``
+        empty (when the connection dropped mid-call the batch may or may not be stored).
         """
         validate_subject(subject)
-        if not isinstance(event, Event):
-            event = Event.create(event)
-        payload = event.encode()
+        payloads = [(e if isinstance(e, Event) else Event.create(e)).encode() for e in events]
+        if not payloads:
+            return []
         r = self.retention
         max_age_ms = "" if not r.max_age else str(int(r.max_age * 1000))
         _ = self.client
-        try:
-            epoch, entry_id = await self._publish_script(
-                keys=[self.log_key, self.meta_key],
-                args=[_new_epoch(), subject, payload, r.max_events or "", max_age_ms],
-            )
-        except _TRANSIENT as exc:
-            raise PublishError(f"publish to {subject!r} not acknowledged by Redis: {exc}") from exc
-        self._epoch = _text(epoch)
-        return Position(self._epoch, redis_offset(entry_id))
+        with self._live.publishing() as note:
+            try:
+                epoch, entry_ids = await self._publish_script(
+                    keys=[self.log_key, self.meta_key],
+                    args=[_new_epoch(), r.max_events or "", max_age_ms, subject, *payloads],
+                )
+            except (RedisError, OSError) as exc:
+                what = f"{len(payloads)} events" if len(payloads) > 1 else "publish"
+                raise PublishError(
+                    f"{what} to {subject!r} not acknowledged by Redis: {exc}"
+                ) from exc
+            self._epoch = _text(epoch)
+            positions = [Position(self._epoch, redis_offset(i)) for i in entry_ids]
+            note(positions)
+        return positions
 
     # -- reading ------------------------------------------------------------------
     def _decode(self, entry: Any, epoch: str, pattern: str) -> Event | None:
@@ -266,12 +292,20 @@ class RedisBroker:
         validate_pattern(pattern)
         start = Position.parse(since) if isinstance(since, str) else since
 
-        async def body(emit: Emit) -> None:
-            await self._follow(pattern, start, emit)
+        def begin() -> tuple[Body, Callable[[], None]]:
+            # A live subscription is pinned now: see :mod:`.livestart`.
+            pin = self._live.pin() if start is None else None
 
-        return self._feeds.observable(body)
+            async def body(emit: Emit) -> None:
+                await self._follow(pattern, start, emit, pin)
 
-    async def _follow(self, pattern: str, since: Position | None, emit: Emit) -> None:
+            return body, (pin.close if pin is not None else _nothing)
+
+        return self._feeds.each(begin)
+
+    async def _follow(
+        self, pattern: str, since: Position | None, emit: Emit, pin: Pin | None = None
+    ) -> None:
         backoff = Backoff()
         pos = since
         checked = False
@@ -280,8 +314,9 @@ class RedisBroker:
             try:
                 if pos is None:
                     epoch, _, last, _ = await self._read(0, 0)
-                    pos = Position(epoch, last)
-                    checked = True
+                    live = Position(epoch, last)
+                    pos = await pin.start(live) if pin is not None else live
+                    checked = True  # a lowered start is checked by the read below
                 if not checked:
                     gap, _ = await self._gap(pos, pattern)
                     if gap is not None:
