@@ -226,7 +226,8 @@ class NatsBroker:
                 last: Exception = PublishError(f"stream {self.stream!r} is missing")
             except nats.js.errors.ServiceUnavailableError as exc:
                 last = exc
-            except nats.js.errors.APIError as exc:  # refused (too large, bad config): final
+            except (nats.js.errors.APIError, nats.errors.MaxPayloadError) as exc:
+                # Refused (too large for the stream or the server, bad config): final.
                 raise PublishError(f"publish to {subject!r} refused by NATS: {exc}") from exc
             except _TRANSIENT as exc:
                 last = exc

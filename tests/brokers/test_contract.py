@@ -7,9 +7,19 @@ from typing import Any
 
 import pytest
 
-from streams import GapError, MemoryBroker, Position, PositionError, Retention, SubjectError, match
+from streams import (
+    Event,
+    EventError,
+    GapError,
+    MemoryBroker,
+    Position,
+    PositionError,
+    Retention,
+    SubjectError,
+    match,
+)
 
-from .conftest import Collector
+from .conftest import Collector, build, dispose
 
 pytestmark = pytest.mark.broker
 
@@ -137,6 +147,86 @@ async def test_gap_for_an_unknown_epoch_or_a_position_ahead(broker: Any) -> None
     ahead = Position(pos.epoch, pos.offset + 1_000_000)
     gap = await Collector(broker.subscribe(">", since=str(ahead))).failure()
     assert isinstance(gap, GapError) and gap.reason == "position is ahead of the log"
+    assert gap.earliest == pos
+
+
+@pytest.mark.parametrize("since", ["unknown epoch", "ahead"])
+async def test_resuming_after_a_gap_continues_without_another_gap(broker: Any, since: str) -> None:
+    pos = await broker.apublish("a.b", 1)
+    bad = (
+        Position("feedbeef", 1)
+        if since == "unknown epoch"
+        else pos._replace(offset=pos.offset + 10**6)
+    )
+    gap = await Collector(broker.subscribe(">", since=bad)).failure()
+    assert isinstance(gap, GapError) and gap.resume_from is not None
+    assert gap.resume_from < pos  # history is complete from there: nothing retained is skipped
+    resumed = Collector(broker.subscribe(">", since=gap.resume_from))
+    await broker.apublish("a.b", 2)
+    assert [e.data for e in await resumed.count(2)] == [1, 2]
+    assert resumed.error is None
+
+
+async def test_a_batch_is_stored_contiguously_and_delivered_in_order(broker: Any) -> None:
+    start = await broker.apublish("a.start", 0)
+    sub = Collector(broker.subscribe(">", since=start))
+    ids = [Event.create({"n": i}) for i in range(50)]
+    positions = await broker.apublish_many("a.b", [*ids[:25], *[{"n": i} for i in range(25, 50)]])
+    assert len(positions) == 50 and positions == sorted(set(positions))
+    assert all(p.epoch == start.epoch and p > start for p in positions)
+    end = await broker.apublish("a.end", 51)
+    events = await sub.count(51)
+    assert [e.data for e in events] == [{"n": i} for i in range(50)] + [51]
+    assert [e.sequence for e in events[:50]] == [str(p) for p in positions]
+    assert [e.id for e in events[:25]] == [e.id for e in ids[:25]]
+    assert all(e.subject == "a.b" for e in events[:50]) and events[50].sequence == str(end)
+    assert await broker.apublish_many("a.b", []) == []
+    if isinstance(broker, MemoryBroker):  # one log, one writer: offsets are consecutive
+        assert [p.offset for p in positions] == list(range(start.offset + 1, end.offset))
+
+
+async def test_a_batch_with_an_unencodable_event_stores_nothing(make_broker: Any) -> None:
+    # Bounding bytes makes the memory broker encode (and so check) every event too.
+    broker = make_broker(Retention(max_events=None, max_bytes=1 << 30, max_per_subject=None))
+    start = await broker.apublish("a.start", 0)
+    with pytest.raises(EventError, match="not JSON-serializable"):
+        await broker.apublish_many("a.b", [{"n": 1}, {"n": object()}, {"n": 3}])
+    sub = Collector(broker.subscribe(">", since=start))
+    await broker.apublish("a.end", "end")
+    assert [e.data for e in await sub.count(1)] == ["end"]
+
+
+@pytest.mark.parametrize("how", ["apublish", "apublish_many"])
+async def test_a_publish_right_after_a_live_subscribe_is_delivered(
+    broker: Any, kind: str, how: str
+) -> None:
+    await broker.apublish("warm.up", 0)  # this instance has talked to its server before
+    for i in range(20):
+        sub = Collector(broker.subscribe(f"race{i}.>"))
+        sent = [i] if how == "apublish" else [i, -i]
+        if how == "apublish":
+            await broker.apublish(f"race{i}.x", i)
+        else:
+            await broker.apublish_many(f"race{i}.x", sent)
+        assert [e.data for e in await sub.count(len(sent))] == sent
+        sub.disposable.dispose()
+
+
+async def test_a_fresh_broker_delivers_a_publish_right_after_a_live_subscribe(kind: str) -> None:
+    stream: dict[str, Any] = {}
+    for i in range(5):  # each broker instance is new: it has never asked its server anything
+        broker = build(kind, **stream)
+        if kind != "memory":
+            stream = {"stream": broker.stream}
+        try:
+            sub = Collector(broker.subscribe("race.>"))
+            await broker.apublish("race.x", i)
+            assert [e.data for e in await sub.count(1)] == [i]
+        finally:
+            if i < 4:
+                await broker.close()
+            else:
+                await dispose(broker)
 
 
 async def test_bad_subjects_patterns_and_positions_are_refused(broker: Any) -> None:
