@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import socket
 import time
@@ -28,6 +29,7 @@ from streams import (
     GapError,
     MemoryBroker,
     OverflowPolicy,
+    PublishError,
     SubjectError,
     to_async_iterator,
     validate_pattern,
@@ -59,6 +61,7 @@ NDJSON_CT = "application/x-ndjson"
 SSE_CT = "text/event-stream"
 BATCH_CT = "application/cloudevents-batch+json"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+log = logging.getLogger(__name__)
 
 
 def _error(exc: ProtocolError, hub: Hub) -> web.Response:
@@ -266,6 +269,26 @@ async def poll_events(request: web.Request) -> web.Response:
 
 
 # -- POST /events/{subject} --------------------------------------------------------------
+def _unavailable(exc: Exception, cfg: ServerConfig, ref: str | None = None) -> ProtocolError:
+    """A broker failure as ``503 unavailable``, naming what was stored anyway.
+
+    >>> from streams import Position, PublishError
+    >>> e = _unavailable(PublishError("down", [Position("e", 1)]), ServerConfig())
+    >>> e.status, e.details["committed"], e.headers()
+    (503, ['e-1'], {'Retry-After': '1'})
+    """
+    committed = [str(p) for p in getattr(exc, "committed", ())]
+    if not isinstance(exc, PublishError):
+        log.error("broker failed to publish", exc_info=exc)
+    return ProtocolError(
+        "unavailable",
+        f"the broker did not store the events: {exc}",
+        ref=ref,
+        retry_after=cfg.overloaded_retry_after,
+        committed=committed,
+    )
+
+
 async def _read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise ProtocolError("too_large", f"body larger than {limit} bytes", limit=limit)
@@ -297,9 +320,12 @@ async def ingest(request: web.Request) -> web.Response:
         _spend(_bucket(request), len(events), cfg)
     except ProtocolError as exc:
         return _error(exc, hub)
-    broker = request.app[BROKER]
-    positions = [str(await broker.apublish(subject, e)) for e in events]
+    try:
+        stored = await request.app[BROKER].apublish_many(subject, events)
+    except Exception as exc:
+        return _error(_unavailable(exc, cfg), hub)
     hub.metrics.events_in.labels("http").inc(len(events))
+    positions = [str(p) for p in stored]
     return web.Response(
         status=202, body=orjson.dumps({"positions": positions}), content_type=JSON_CT
     )
@@ -365,7 +391,10 @@ class _WsSession:
         client = self.client
         hub = client.hub
         try:
-            if len(data) > self.cfg.max_message_bytes:
+            size = len(data)  # the limit is in UTF-8 bytes; a character takes up to 4
+            if isinstance(data, str) and size * 4 > self.cfg.max_message_bytes:
+                size = len(data.encode())
+            if size > self.cfg.max_message_bytes:
                 raise ProtocolError(
                     "too_large",
                     f"message larger than {self.cfg.max_message_bytes} bytes",
@@ -415,7 +444,10 @@ class _WsSession:
             exc.ref = op.ref
             raise
         _spend(self.bucket, 1, self.cfg, op.ref)
-        pos = await self.app[BROKER].apublish(op.subject, op.event)
+        try:
+            pos = await self.app[BROKER].apublish(op.subject, op.event)
+        except Exception as exc:
+            raise _unavailable(exc, self.cfg, op.ref) from None
         self.client.hub.metrics.events_in.labels("ws").inc()
         ack: dict[str, Any] = {"op": "ack", "position": str(pos)}
         if op.ref is not None:

@@ -102,6 +102,7 @@ _SCHEMAS: dict[str, Any] = {
                     "unknown_op",
                     "not_subscribed",
                     "overloaded",
+                    "unavailable",
                 ],
             },
             "message": {"type": "string"},

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import operator
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,11 +32,28 @@ from .config import ServerConfig
 from .framing import Item, Segment, count_events, gap_message, ws_frames, ws_payloads
 from .metrics import ServerMetrics
 
-__all__ = ["Client", "Hub", "StreamClient", "Topic", "WsClient", "subscribe_client"]
+__all__ = [
+    "Client",
+    "Hub",
+    "StreamClient",
+    "SubHandle",
+    "Topic",
+    "WsClient",
+    "item_size",
+    "subscribe_client",
+]
+
+log = logging.getLogger(__name__)
 
 
 class Client:
-    """One connected consumer: a bounded queue plus bookkeeping shared by all transports."""
+    """One connected consumer: a bounded queue plus bookkeeping shared by all transports.
+
+    The bounds (``client_max_events``/``client_max_bytes``) and the overflow policy are
+    applied here, not by the queue itself: events replayed for a subscription with
+    ``since`` (plain :class:`streams.Event` items) and control messages (``bytes``) are
+    never dropped by the policy; only live segments (tuples) are.
+    """
 
     transport_name: str = "stream"
 
@@ -49,16 +68,34 @@ class Client:
     def __init__(self, hub: Hub, policy: OverflowPolicy) -> None:
         cfg = hub.config
         self.hub = hub
-        self.queue: AsyncBuffer[Item] = AsyncBuffer(
-            cfg.client_max_events, cfg.client_max_bytes, policy
-        )
+        # The queue itself never refuses nor drops: ``offer`` enforces the bounds.
+        self.queue: AsyncBuffer[Item] = AsyncBuffer(sys.maxsize, None, OverflowPolicy.DROP_OLDEST)
+        self.max_items = cfg.client_max_events
+        self.max_bytes = cfg.client_max_bytes
         self.policy = policy
         self.subs: dict[str, SubHandle | TopicHandle] = {}
         self.first_at = 0.0  # loop time the oldest queued item arrived
         self.kicked = False
+        self.replaying = 0  # subscriptions with ``since``: their queued events are kept
+        self.paused: list[SubHandle] = []  # waiting for the writer to drain the queue
+
+    def full(self, size: int) -> bool:
+        """True when ``size`` more bytes would exceed the queue's bounds (an item larger
+        than the byte bound still travels alone through an empty queue)."""
+        b = self.queue.buffer
+        n = len(b)
+        return bool(n) and (n >= self.max_items or b.bytes + size > self.max_bytes)
+
+    def half_full(self, size: int) -> bool:
+        """A resumed subscription fills at most half the queue, leaving room for live ones."""
+        b = self.queue.buffer
+        n = len(b)
+        return bool(n) and (
+            n >= max(1, self.max_items // 2) or b.bytes + size > self.max_bytes // 2
+        )
 
     def offer(self, item: Item, size: int) -> None:
-        """Queue ``item`` (``size`` bytes) under the overflow policy; never blocks."""
+        """Queue live ``item`` (``size`` bytes) under the overflow policy; never blocks."""
         q = self.queue
         if q.closed:
             return
@@ -70,46 +107,79 @@ class Client:
                     self._conflate()
                     if isinstance(item, tuple) and len(item) > 1:
                         self._count_dropped(len(item) - 1)
-                        item = item[-1]
-                        size = len(item.encode())
-            elif len(b) >= b.max_items or (
-                b.max_bytes is not None and b.bytes + size > b.max_bytes
-            ):
+                        item = item[-1:]
+                        size = len(item[0].encode())
+            elif self.full(size):
                 if policy is OverflowPolicy.DROP_OLDEST:
-                    dropped = 0
-                    while len(b) and (
-                        len(b) >= b.max_items
-                        or (b.max_bytes is not None and b.bytes + size > b.max_bytes)
-                    ):
-                        dropped += count_events(b.pop())
-                    self._count_dropped(dropped)
-                else:  # disconnect: the queue refuses and closes itself with Overflow
-                    q.offer(item, size)
+                    if self.replaying:
+                        if not self._drop_live(size) and isinstance(item, tuple):
+                            self._count_dropped(len(item))  # only kept items are queued
+                            return
+                    else:
+                        dropped = 0
+                        while len(b) and self.full(size):
+                            dropped += count_events(b.pop())
+                        self._count_dropped(dropped)
+                else:  # disconnect: refuse, close the queue with Overflow, drop the client
                     self._count_dropped(count_events(item))
+                    q.close(Overflow("consumer too slow: buffer overflowed"))
                     if not self.kicked:
                         self.kicked = True
                         self.hub.metrics.disconnects.inc()
                         self.on_overflow()
                     return
-        empty = not len(b)
+        self.keep(item, size)
+
+    def keep(self, item: Item, size: int) -> None:
+        """Queue ``item`` without applying the policy (replayed events, control messages)."""
+        q = self.queue
+        if q.closed:
+            return
+        empty = not len(q.buffer)
         q.offer(item, size)
         if empty:
             self.first_at = self.hub.loop.time()
             self.wake()
 
+    def drained(self) -> None:
+        """The writer emptied the queue: resume subscriptions that paused for room."""
+        if self.paused and not self.queue.closed:
+            paused, self.paused = self.paused, []
+            for handle in paused:
+                handle.resume()
+
     def set_policy(self, policy: OverflowPolicy) -> None:
         """Apply ``policy`` from now on (a WebSocket's subscriptions changed)."""
         self.policy = policy
-        self.queue.buffer.policy = policy
 
     def _conflate(self) -> None:
-        """``latest_only``: drop queued events, keep queued control messages."""
+        """``latest_only``: drop queued live events, keep control messages and replays."""
         b = self.queue.buffer
         kept = [
-            i for i in b.drain() if isinstance(i, bytes) or self._count_dropped(count_events(i))
+            i for i in b.drain() if not isinstance(i, tuple) or self._count_dropped(count_events(i))
         ]
         for i in kept:
-            b.offer(i, len(i))  # type: ignore[arg-type]
+            b.offer(i, item_size(i))
+
+    def _drop_live(self, size: int) -> bool:
+        """``drop_oldest`` beside kept items: drop the oldest live segments until ``size``
+        more bytes fit; False if kept items alone fill the queue."""
+        b = self.queue.buffer
+        entries = [(i, item_size(i)) for i in b.drain()]
+        count = len(entries)
+        total = sum(s for _, s in entries)
+        dropped = 0
+        for item, s in entries:
+            if isinstance(item, tuple) and (
+                count >= self.max_items or total + size > self.max_bytes
+            ):
+                dropped += len(item)
+                count -= 1
+                total -= s
+            else:
+                b.offer(item, s)
+        self._count_dropped(dropped)
+        return not self.full(size)
 
     def _count_dropped(self, n: int) -> bool:
         if n:
@@ -126,12 +196,52 @@ class Client:
         for handle in self.subs.values():
             handle.dispose()
         self.subs.clear()
+        self.paused.clear()
+
+
+def item_size(item: Item) -> int:
+    """The bytes a queued item accounts for.
+
+    >>> a = Event.create(1, id="a")
+    >>> item_size(b"{}"), item_size((a, a)) == 2 * item_size(a)
+    (2, True)
+    """
+    if isinstance(item, bytes):
+        return len(item)
+    if isinstance(item, tuple):
+        return sum([len(e.encode()) for e in item])
+    return len(item.encode())
+
+
+def _position(event: Event) -> Position | None:
+    seq = event.sequence
+    return Position.parse(seq) if seq is not None else None
 
 
 class SubHandle:
-    """One broker subscription feeding a client; follows a gap by resuming from earliest."""
+    """One broker subscription feeding a client; follows a gap by resuming from earliest.
 
-    __slots__ = ("client", "disposable", "disposed", "filter", "gen", "id", "pattern")
+    With ``since`` it is *resumable*: its events bypass the overflow policy, and when the
+    client's queue is half full it pauses (disposes the broker subscription) and, once the
+    writer has drained the queue, subscribes again after the last event it delivered.
+    History, not the queue, holds the backlog; if history moved on meanwhile, the client
+    gets a ``gap`` notice. A live filtered subscription follows the policy instead.
+    """
+
+    __slots__ = (
+        "broker",
+        "client",
+        "cursor",
+        "disposable",
+        "disposed",
+        "filter",
+        "gaps_left",
+        "gen",
+        "id",
+        "last",
+        "pattern",
+        "resumable",
+    )
 
     def __init__(
         self,
@@ -147,50 +257,114 @@ class SubHandle:
         self.disposable: DisposableBase | None = None
         self.disposed = False
         self.gen = 0
+        self.broker: Broker | None = None
+        self.resumable = False
+        self.cursor: Position | None = None  # where the current broker subscription began
+        self.last: Event | None = None  # the last event seen since then (delivered or filtered)
+        self.gaps_left = _MAX_GAPS
 
-    def start(self, broker: Broker, since: Position | None, gaps_left: int = 3) -> None:
+    def start(self, broker: Broker, since: Position | None) -> None:
+        self.broker = broker
+        if since is not None and not self.resumable:
+            self.resumable = True
+            self.client.replaying += 1
+        self._subscribe(since)
+
+    def _subscribe(self, since: Position | None) -> None:
+        broker = self.broker
+        assert broker is not None
         client = self.client
         flt = self.filter
-        offer = client.offer
         self.gen += 1
         gen = self.gen
+        self.cursor = since
+        self.last = None
+        skip = client.hub.unencodable
 
-        if flt is None:
+        if self.resumable:
+            keep = client.keep
+            half_full = client.half_full
 
             def on_next(e: Event) -> None:
-                offer(e, len(e.encode()))
+                if gen != self.gen:
+                    return  # paused (MemoryBroker may still be replaying into us)
+                if flt is None or flt(e):
+                    try:
+                        size = len(e.encode())
+                    except Exception as exc:
+                        skip(e, exc)
+                    else:
+                        if half_full(size):
+                            self.pause()
+                            return
+                        keep(e, size)
+                self.last = e
+                self.gaps_left = _MAX_GAPS
 
         else:
+            offer = client.offer
 
             def on_next(e: Event) -> None:
-                if flt(e):
-                    offer(e, len(e.encode()))
+                if flt is None or flt(e):
+                    try:
+                        size = len(e.encode())
+                    except Exception as exc:
+                        skip(e, exc)
+                        return
+                    offer((e,), size)
 
         def on_error(exc: Exception) -> None:
-            if self.disposed:
+            if self.disposed or gen != self.gen:
                 return
-            if isinstance(exc, GapError) and gaps_left > 0:
+            if isinstance(exc, GapError) and self.gaps_left > 0:
+                self.gaps_left -= 1
                 msg = gap_message(exc, self.id)
-                offer(msg, len(msg))
-                self.start(broker, exc.resume_from, gaps_left - 1)
+                client.keep(msg, len(msg))
+                self._subscribe(exc.resume_from)
                 return
             client.queue.close(exc)
             client.on_overflow()
 
         def on_completed() -> None:
-            if not self.disposed:
+            if not self.disposed and gen == self.gen:
                 client.queue.close()
 
         d = broker.subscribe(self.pattern, since).subscribe(on_next, on_error, on_completed)
         if self.disposed or gen != self.gen:
-            d.dispose()  # disposed meanwhile, or a gap already replaced this subscription
+            d.dispose()  # disposed or paused meanwhile, or a gap replaced this subscription
         else:
             self.disposable = d
 
-    def dispose(self) -> None:
-        self.disposed = True
+    def pause(self) -> None:
+        """The queue has no room: stop the broker subscription, resume when drained."""
+        self.gen += 1  # the current subscription's callbacks now do nothing
+        if self.last is not None:
+            self.cursor = _position(self.last) or self.cursor
+        self.last = None
         if self.disposable is not None:
             self.disposable.dispose()
+            self.disposable = None
+        self.client.paused.append(self)
+
+    def resume(self) -> None:
+        if not self.disposed:
+            self._subscribe(self.cursor)
+
+    def dispose(self) -> None:
+        if self.disposed:
+            return
+        self.disposed = True
+        self.gen += 1
+        if self.resumable:
+            self.client.replaying -= 1
+        if self.disposable is not None:
+            self.disposable.dispose()
+            self.disposable = None
+        with contextlib.suppress(ValueError):
+            self.client.paused.remove(self)
+
+
+_MAX_GAPS = 3  # consecutive gaps without progress before the subscription fails
 
 
 def subscribe_client(
@@ -245,7 +419,7 @@ class Topic:
         self.hub = hub
         self.broker = broker
         self.pattern = pattern
-        self.members: dict[Client, None] = {}
+        self.members: dict[Client, int] = {}  # client -> its subscriptions to this pattern
         self.late: dict[Client, int] = {}  # joined after events of this iteration arrived
         self.pending: list[Event] = []
         self.pending_bytes = 0
@@ -259,10 +433,15 @@ class Topic:
         )
 
     def on_next(self, event: Event) -> None:
+        try:
+            size = len(event.encode())
+        except Exception as exc:  # raising would end the shared subscription for everyone
+            self.hub.unencodable(event, exc)
+            return
         if not self.pending:
             self.first_at = self.hub.loop.time()
         self.pending.append(event)
-        self.pending_bytes += len(event.encode())
+        self.pending_bytes += size
         if not self.dirty:
             self.dirty = True
             self.hub.mark_topic(self)
@@ -279,11 +458,17 @@ class Topic:
         self.close()
 
     def join(self, client: Client) -> None:
-        self.members[client] = None
-        if self.pending:
+        n = self.members.get(client, 0)
+        self.members[client] = n + 1
+        if not n and self.pending:
             self.late[client] = len(self.pending)
 
     def leave(self, client: Client) -> None:
+        """One of ``client``'s subscriptions ends; it stays a member while it has others."""
+        n = self.members.get(client, 0)
+        if n > 1:
+            self.members[client] = n - 1
+            return
         self.members.pop(client, None)
         self.late.pop(client, None)
         if not self.members:
@@ -332,14 +517,17 @@ class Topic:
 class TopicHandle:
     """A client's membership in a :class:`Topic`."""
 
-    __slots__ = ("client", "topic")
+    __slots__ = ("client", "disposed", "topic")
 
     def __init__(self, topic: Topic, client: Client) -> None:
         self.topic = topic
         self.client = client
+        self.disposed = False
 
     def dispose(self) -> None:
-        self.topic.leave(self.client)
+        if not self.disposed:
+            self.disposed = True
+            self.topic.leave(self.client)
 
 
 class WsClient(Client):
@@ -396,13 +584,15 @@ class WsClient(Client):
         items = self.queue.buffer.drain()
         if not items:
             return 0
+        if self.paused:
+            self.hub.loop.call_soon(self.drained)  # after this write, in order
         first = items[0]
         hit = cache.get(id(first))
         if hit is not None and len(hit[0]) == len(items) and all(map(operator.is_, hit[0], items)):
             frames, n = hit[1], hit[2]
         else:
             frames = ws_frames(items)
-            n = sum([isinstance(i, Event) for i in items])
+            n = count_all(items)
             cache[id(first)] = (items, frames, n)
         if not self.write(frames):
             return 0
@@ -421,7 +611,8 @@ class WsClient(Client):
                 hub.observe_latency(self.first_at)
                 self.first_at = hub.loop.time()
                 self.write(ws_frames(items))
-                hub.count_out("ws", sum(isinstance(i, Event) for i in items))
+                hub.count_out("ws", count_all(items))
+                self.drained()
         finally:
             self.slow_task = None
             if len(self.queue.buffer) and not self.dirty:
@@ -502,7 +693,8 @@ class StreamClient(Client):
                 return
             hub.observe_latency(self.first_at)
             await self.resp.write(frame(items))
-            hub.count_out(name, sum(isinstance(i, Event) for i in items))
+            hub.count_out(name, count_all(items))
+            self.drained()
 
     async def shutdown(self) -> None:
         self.unsubscribe_all()
@@ -525,6 +717,7 @@ class Hub:
         self.metrics = ServerMetrics(self._queued_events, self._queued_bytes)
         self._latency = self.metrics.latency
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._warned_unencodable = False
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -549,6 +742,13 @@ class Hub:
             self.metrics.connections.labels(client.transport_name).dec()
         client.unsubscribe_all()
         client.queue.close()
+
+    def unencodable(self, event: Event, exc: Exception) -> None:
+        """Skip an event that cannot be encoded (its data is not JSON): counted, logged once."""
+        self.metrics.unencodable.inc()
+        if not self._warned_unencodable:
+            self._warned_unencodable = True
+            log.warning("skipping event %s on %s: %s", event.id, event.subject, exc)
 
     def observe_latency(self, since: float) -> None:
         self._latency.observe(self.loop.time() - since)
@@ -606,6 +806,16 @@ class Hub:
             *(c.shutdown() for c in clients if isinstance(c, WsClient | StreamClient)),
             return_exceptions=True,
         )
+
+
+def count_all(items: Sequence[Item]) -> int:
+    """Events in a batch of queued items (segments count each of their events).
+
+    >>> a = Event.create(1, id="a")
+    >>> count_all([a, (a, a), b"{}"])
+    3
+    """
+    return sum([count_events(i) for i in items])
 
 
 def payload_count(items: Sequence[Item]) -> int:

@@ -30,14 +30,16 @@ STATUS: Final[dict[str, int]] = {
     "unknown_op": 400,
     "not_subscribed": 400,
     "overloaded": 503,
+    "unavailable": 503,
 }
 
 
 class ProtocolError(Exception):
     """A documented protocol error.
 
-    ``retry_after`` (seconds, for ``rate_limited`` and ``overloaded``) is sent as the
-    ``Retry-After`` header, rounded up to whole seconds, and as ``retry_after`` in the body.
+    ``retry_after`` (seconds, for ``rate_limited``, ``overloaded`` and ``unavailable``) is
+    sent as the ``Retry-After`` header, rounded up to whole seconds, and as ``retry_after``
+    in the body.
 
     >>> e = ProtocolError("bad_json", "line 3: malformed JSON", line=3)
     >>> e.status, e.body()

@@ -49,6 +49,11 @@ class ServerMetrics:
             ["policy"],
             registry=r,
         )
+        self.unencodable = Counter(
+            "rxstreams_events_unencodable",
+            "Events skipped because they cannot be encoded as JSON (published in-process)",
+            registry=r,
+        )
         self.disconnects = Counter(
             "rxstreams_slow_disconnects", "Clients disconnected for being too slow", registry=r
         )
