@@ -3,6 +3,10 @@
 ``tail``/``publish`` live in ``adapters.client.cli_commands`` and ``worker`` in
 ``adapters.brokers.worker``; they are imported only when used, so ``serve`` stays light.
 
+Bad arguments end with one line on stderr and exit status 2, a failure while running (a
+port in use, a broker that does not answer) with exit status 1; set ``RXSTREAMS_DEBUG=1``
+for the traceback.
+
 >>> args = build_parser().parse_args(["serve", "mymod:make", "--port", "9000"])
 >>> args.command, args.target, args.host, args.port, args.broker
 ('serve', 'mymod:make', '127.0.0.1', 9000, None)
@@ -14,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -22,7 +27,19 @@ from typing import Any
 from aiohttp import web
 from reactivex import Observable
 
-__all__ = ["build_parser", "load_target", "main", "resolve_broker", "serve_app"]
+__all__ = ["CliError", "build_parser", "load_target", "main", "resolve_broker", "serve_app"]
+
+
+class CliError(Exception):
+    """A failure reported as one line on stderr; ``status`` 2 for bad arguments, 1 at run time.
+
+    >>> CliError("no such module", 2).status
+    2
+    """
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def resolve_broker(url: str | None) -> Any:
@@ -31,18 +48,23 @@ def resolve_broker(url: str | None) -> Any:
 
     >>> type(resolve_broker(None)).__name__
     'MemoryBroker'
+    >>> resolve_broker("bogus://x")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    adapters.cli.CliError: --broker bogus://x: unsupported broker URL 'bogus://x'...
     """
-    if url is None or url.startswith("memory://"):
+    if url is None or url == "memory://":
         from streams import MemoryBroker
 
         return MemoryBroker()
     try:
         from adapters.brokers import from_url
     except ImportError as exc:
-        raise SystemExit(
-            f"rxstreams: --broker {url}: broker adapters unavailable ({exc})"
-        ) from None
-    return from_url(url)
+        raise CliError(f"--broker {url}: broker adapters unavailable ({exc})") from None
+    try:
+        return from_url(url)
+    except ValueError as exc:  # BrokerURLError
+        raise CliError(f"--broker {url}: {exc}") from None
 
 
 def load_target(target: str) -> Any:
@@ -53,34 +75,44 @@ def load_target(target: str) -> Any:
     """
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
-        raise SystemExit(f"rxstreams: expected MODULE:FACTORY, got {target!r}")
+        raise CliError(f"expected MODULE:FACTORY, got {target!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise SystemExit(f"rxstreams: cannot import {module_name!r}: {exc}") from None
+        raise CliError(f"cannot import {module_name!r}: {exc}") from None
     try:
         obj = getattr(module, attr)
     except AttributeError:
-        raise SystemExit(f"rxstreams: {module_name!r} has no attribute {attr!r}") from None
+        raise CliError(f"{module_name!r} has no attribute {attr!r}") from None
     return obj() if callable(obj) and not isinstance(obj, Observable) else obj
 
 
 def app_for(obj: Any, broker_url: str | None, subject: str | None) -> web.Application:
-    """An application for what a factory returned: an app, a broker or an Observable."""
+    """An application for what a factory returned: an app, a broker or an Observable.
+
+    ``--broker`` and ``--subject`` apply to an Observable only: an app or a broker brings
+    its own, so giving them is an error rather than silently ignored.
+    """
     from adapters.server import create_app, expose
 
-    if isinstance(obj, web.Application):
-        return obj
     if isinstance(obj, Observable):
         app = create_app(resolve_broker(broker_url))
         expose(app, subject, obj)
         return app
-    if hasattr(obj, "subscribe") and hasattr(obj, "apublish"):
-        return create_app(obj)
-    raise SystemExit(
-        f"rxstreams: the factory returned {type(obj).__name__}; "
-        "expected an aiohttp Application, a broker or an Observable"
-    )
+    is_app = isinstance(obj, web.Application)
+    if not is_app and not (hasattr(obj, "subscribe") and hasattr(obj, "apublish")):
+        raise CliError(
+            f"the factory returned {type(obj).__name__}; "
+            "expected an aiohttp Application, a broker or an Observable"
+        )
+    what = "an aiohttp Application" if is_app else f"a broker ({type(obj).__name__})"
+    for flag, value in (("--broker", broker_url), ("--subject", subject)):
+        if value is not None:
+            raise CliError(
+                f"{flag} applies to a factory returning an Observable; this one returned "
+                f"{what}: configure it in the factory, or drop the target to serve --broker"
+            )
+    return obj if is_app else create_app(obj)
 
 
 async def serve_app(
@@ -91,7 +123,11 @@ async def serve_app(
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1) from None
     addr = runner.addresses[0]
     announce(f"rxstreams: serving on http://{addr[0]}:{addr[1]}")
     stop = asyncio.Event()
@@ -111,31 +147,74 @@ def _announce(text: str) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     sys.path.insert(0, ".")
-    app = app_for(load_target(args.target), args.broker, args.subject)
+    if args.target is None:  # serve the --broker (default: an embedded one) as it is
+        from adapters.server import create_app
+
+        app = create_app(resolve_broker(args.broker))
+    else:
+        app = app_for(load_target(args.target), args.broker, args.subject)
     asyncio.run(serve_app(app, args.host, args.port, _announce))
     return 0
 
 
-def demo_app(broker_url: str | None, rate: float) -> web.Application:
-    """The interim demo: a server with a synthetic chat publisher in the background."""
-    from adapters.server import create_app, expose
-    from streams import synthetic
-
-    app = create_app(resolve_broker(broker_url))
-    expose(app, None, synthetic("chat", rate=rate))
-    return app
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
+    from adapters.demo import run
+
+    if args.broker is not None:
+        _check_broker_url(args.broker)
     try:
-        demo = importlib.import_module("adapters.demo")
-    except ImportError:
-        demo = None
-    if demo is not None and hasattr(demo, "run"):
-        demo.run(host=args.host, port=args.port, broker_url=args.broker)
-        return 0
-    asyncio.run(serve_app(demo_app(args.broker, args.rate), args.host, args.port, _announce))
+        run(host=args.host, port=args.port, broker_url=args.broker)
+    except OSError as exc:
+        raise CliError(
+            f"cannot serve the demo on {args.host}:{args.port}: {exc.strerror or exc}", 1
+        ) from None
     return 0
+
+
+def _check_broker_url(url: str) -> None:
+    from adapters.brokers.url import parse_broker_url
+
+    try:
+        parse_broker_url(url)
+    except ValueError as exc:
+        raise CliError(f"--broker {url}: {exc}") from None
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """``rxstreams worker``: the target and broker URL are checked before anything runs."""
+    try:
+        from adapters.brokers import worker
+    except ImportError as exc:
+        raise CliError(f"worker: not available in this installation ({exc})") from None
+    sys.path.insert(0, ".")
+    _check_broker_url(args.broker)
+    try:
+        worker.load_pipeline(args.target)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise CliError(f"cannot load {args.target!r}: {exc}") from None
+    return int(worker.main(args) or 0)
+
+
+def _port(text: str) -> int:
+    """A TCP port for ``--port`` (0 picks a free one).
+
+    >>> _port("8080"), _port("0")
+    (8080, 0)
+    """
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535)")
+    return port
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (with a pointer to ``--help``), exit status 2."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _lazy(module: str, func: str, what: str) -> Callable[[argparse.Namespace], int]:
@@ -153,24 +232,32 @@ def _lazy(module: str, func: str, what: str) -> Callable[[argparse.Namespace], i
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="rxstreams", description="Reactive streams served live over HTTP and WebSocket."
     )
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="serve a broker, an app or an Observable")
-    s.add_argument("target", help="MODULE:FACTORY returning a broker, an app or an Observable")
+    s.add_argument(
+        "target",
+        nargs="?",
+        help="MODULE:FACTORY returning a broker, an app or an Observable "
+        "(default: serve the --broker)",
+    )
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--broker", help="memory:// (default), nats://host:port, redis://host:port")
+    s.add_argument("--port", type=_port, default=8080)
+    s.add_argument(
+        "--broker",
+        help="memory:// (default), nats://host:port, redis://host:port; "
+        "with a target, only for an Observable",
+    )
     s.add_argument("--subject", help="subject for an Observable's items (default: their own)")
     s.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="the chat demo with synthetic traffic")
     d.add_argument("--host", default="127.0.0.1")
-    d.add_argument("--port", type=int, default=8080)
+    d.add_argument("--port", type=_port, default=8080)
     d.add_argument("--broker", help="memory:// (default), nats://host:port, redis://host:port")
-    d.add_argument("--rate", type=float, default=5.0, help="synthetic messages per second")
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("tail", help="print a live stream")
@@ -196,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--broker", required=True, help="nats://host:port or redis://host:port/db")
     w.add_argument("--group", default="workers", help="consumer group name")
     w.add_argument("--pattern", default=">", help="subject pattern to consume")
-    w.set_defaults(func=_lazy("adapters.brokers.worker", "main", "worker"))
+    w.set_defaults(func=cmd_worker)
     return p
 
 
@@ -207,6 +294,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except CliError as exc:
+        print(f"rxstreams {args.command}: {exc}", file=sys.stderr)
+        return exc.status
+    except Exception as exc:
+        if os.environ.get("RXSTREAMS_DEBUG"):
+            raise
+        print(
+            f"rxstreams {args.command}: {type(exc).__name__}: {exc} "
+            "(RXSTREAMS_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

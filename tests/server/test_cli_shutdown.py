@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from adapters.cli import app_for, build_parser, main
+from adapters.cli import CliError, app_for, build_parser, main
 from streams import MemoryBroker, from_iterable
 
 ROOT = Path(__file__).parents[2]
@@ -88,10 +88,9 @@ def test_factory_results_become_apps() -> None:
     assert app_for(app, None, None) is app
     assert isinstance(app_for(broker, None, None), web.Application)
     assert isinstance(app_for(from_iterable([1]), None, "s"), web.Application)
-    with pytest.raises(SystemExit, match="expected an aiohttp Application"):
+    with pytest.raises(CliError, match="expected an aiohttp Application"):
         app_for(42, None, None)
-    with pytest.raises(SystemExit, match="MODULE:FACTORY"):
-        main(["serve", "nocolon"])
+    assert main(["serve", "nocolon"]) == 2
 
 
 async def test_demo_subcommand_serves() -> None:
@@ -134,3 +133,51 @@ async def test_demo_subcommand_serves() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def run_cli(*argv: str) -> tuple[int, str]:
+    """``rxstreams ARGV`` in a subprocess: its exit status and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "adapters.cli",
+        *argv,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_cli_errors_are_one_line_with_exit_status_2_or_1() -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = str(busy.getsockname()[1])
+    cases = [
+        (["serve", "--port", "99999"], 2, "99999 is not a port"),
+        (["demo", "--port", "-1"], 2, "-1 is not a port"),
+        (["demo", "--rate", "5"], 2, "unrecognized arguments: --rate"),
+        (["serve", "nosuch:make"], 2, "cannot import 'nosuch'"),
+        (["serve", "streams:MemoryBroker", "--broker", "nats://127.0.0.1:4222"], 2, "--broker"),
+        (["serve", "--broker", "bogus://x"], 2, "unsupported broker URL"),
+        (["worker", "nosuch:x", "--broker", "nats://127.0.0.1:4222"], 2, "'nosuch:x'"),
+        (["worker", "builtins:len", "--broker", "bogus://x"], 2, "unsupported broker URL"),
+        (
+            ["serve", "streams:MemoryBroker", "--port", port],
+            1,
+            f"cannot listen on 127.0.0.1:{port}",
+        ),
+        (["demo", "--port", port], 1, "address already in use"),
+    ]
+    try:
+        results = await asyncio.gather(*(run_cli(*argv) for argv, _, _ in cases))
+    finally:
+        busy.close()
+    for (argv, status, text), (code, err) in zip(cases, results, strict=True):
+        lines = [line for line in err.splitlines() if line.startswith("rxstreams")]
+        assert (code, len(lines)) == (status, 1), (argv, err)
+        assert text in lines[0] and "Traceback" not in err, (argv, err)
