@@ -72,6 +72,10 @@ def _nothing() -> None:
     return None
 
 
+async def _log_client_error(exc: Exception) -> None:
+    log.info("nats client: %r", exc)
+
+
 def epoch_of(info: StreamInfo) -> str:
     """The epoch of a stream: changes when the stream is recreated."""
     created = info.created.isoformat() if info.created else ""
@@ -139,14 +143,20 @@ class NatsBroker:
     async def _client(self) -> tuple[Client, JetStreamContext]:
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
-                self._nc = await nats.connect(
+                # A first connection gives up after two attempts (a caller waiting on a
+                # server that is not there gets an error, not a hang); once connected the
+                # client reconnects forever (nats-py reads the option on every attempt).
+                nc = await nats.connect(
                     self.url,
                     connect_timeout=2,
                     reconnect_time_wait=0.2,
-                    max_reconnect_attempts=-1,
+                    max_reconnect_attempts=1,
                     allow_reconnect=True,
+                    error_cb=_log_client_error,
                     name=f"rxstreams:{self.stream}",
                 )
+                nc.options["max_reconnect_attempts"] = -1
+                self._nc = nc
                 self._js = self._nc.jetstream(timeout=self.timeout)
             assert self._js is not None
             return self._nc, self._js
