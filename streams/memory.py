@@ -21,8 +21,9 @@ from typing import Any
 
 import orjson
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
+from reactivex.disposable import CompositeDisposable, Disposable
 from reactivex.observer import AutoDetachObserver
+from reactivex.scheduler import CurrentThreadScheduler
 
 from .broker import GapError, Position, Retention
 from .event import Event, EventError
@@ -49,6 +50,17 @@ def _check_encodable(event: Event) -> None:
         orjson.dumps(event.data)
     except TypeError as exc:
         raise EventError("data", f"not JSON-serializable: {exc}") from None
+
+
+def _tail(room: _Room, after: int) -> list[Event]:
+    """The events of ``room`` with offsets after ``after`` (rooms are in offset order)."""
+    out: list[Event] = []
+    for event in reversed(room):
+        if _off(event) <= after:
+            break
+        out.append(event)
+    out.reverse()
+    return out
 
 
 def _off(event: Event) -> int:
@@ -365,10 +377,14 @@ class MemoryBroker:
         return [room for subject, room in self._rooms.items() if match(pattern, subject)]
 
     def _entries(self, pattern: str, after: int) -> list[tuple[int, Event]]:
-        """Retained (offset, event) pairs matching ``pattern`` after ``after``, in log order."""
-        rooms = self._matching_rooms(pattern)
-        merged = heapq.merge(*rooms, key=_off) if len(rooms) > 1 else (rooms[0] if rooms else ())
-        return [(o, e) for e in merged if (o := _off(e)) > after]
+        """Retained (offset, event) pairs matching ``pattern`` after ``after``, in log order.
+
+        Each room is read from its newest end back to ``after``, so resuming near the
+        head costs what is replayed, not the whole retained history.
+        """
+        tails = [_tail(room, after) for room in self._matching_rooms(pattern)]
+        merged = heapq.merge(*tails, key=_off) if len(tails) > 1 else (tails[0] if tails else [])
+        return [(_off(e), e) for e in merged]
 
     def _check_since(self, pattern: str, since: Position) -> None:
         self._expire(force=True)
@@ -452,10 +468,14 @@ class MemoryBroker:
                 sub.stop()
                 self._index.remove(sub.key)
 
-            if pos is not None:
-                # Replay until caught up: the observer may publish while it replays, and
-                # everything runs on this thread, so once nothing newer is left the
-                # subscription goes live without a gap.
+            if pos is None:
+                sub.key = self._index.add(pattern, sub)
+                return Disposable(dispose)
+
+            def replay(_: abc.SchedulerBase, __: Any = None) -> None:
+                # Replay until caught up, then go live. The observer may publish while it
+                # replays; everything runs on this thread, so once nothing newer is left
+                # the subscription goes live without a gap.
                 while sub.last < self._offset:
                     mark = self._offset
                     for off, event in self._entries(pattern, sub.last):
@@ -464,11 +484,15 @@ class MemoryBroker:
                         sub.last = off
                         observer.on_next(event)
                     if sub.last == _UNBOUNDED:
-                        break
+                        return
                     sub.last = mark
-            if sub.last != _UNBOUNDED:
-                sub.key = self._index.add(pattern, sub)
-            return Disposable(dispose)
+                if sub.last != _UNBOUNDED:
+                    sub.key = self._index.add(pattern, sub)
+
+            # On the current-thread trampoline, like reactivex's own sources: the downstream
+            # chain (take(n), a server pausing a slow client) can dispose mid-replay.
+            started = CurrentThreadScheduler.singleton().schedule(replay)
+            return CompositeDisposable(started, Disposable(dispose))
 
         return Observable(on_subscribe)
 

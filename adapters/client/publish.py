@@ -84,6 +84,12 @@ async def _post(
         raise ProtocolError(f"unexpected publish answer {raw[:200]!r}: {exc}") from None
 
 
+def _partly_stored(exc: ServerError) -> bool:
+    """A 503 ``unavailable`` that lists ``committed`` positions stored part of the batch:
+    sending it again would duplicate them, so the caller must decide."""
+    return bool(exc.body.get("committed"))
+
+
 def _seconds(value: str | None) -> float | None:
     try:
         return max(float(value), 0.0) if value is not None else None
@@ -106,7 +112,7 @@ async def _post_retrying(
         try:
             positions = await _post(session, url, body, content_type, type, headers)
         except ServerError as exc:
-            if exc.status not in _SAFE_TO_RETRY:
+            if exc.status not in _SAFE_TO_RETRY or _partly_stored(exc):
                 raise
             delay = retry.next_delay()
             if delay is None:

@@ -305,3 +305,18 @@ def test_age_bookkeeping_stays_bounded_by_other_limits():
         b.publish(f"s{i % 7}", i)
     assert len(b) <= 100
     assert len(b._times) <= 2 * len(b) + 1024
+
+
+def test_replay_stops_when_the_subscriber_disposes_from_inside():
+    from reactivex import operators as ops
+
+    b = MemoryBroker(Retention(max_per_subject=None))
+    for i in range(1000):
+        b.publish("x", i)
+    calls: list[int] = []
+    source = b.subscribe(">", since=Position(b.epoch, 0)).pipe(ops.do_action(calls.append))
+    got: list[Event] = []
+    source.pipe(ops.take(3)).subscribe(got.append)
+    assert [e.data for e in got] == [0, 1, 2]
+    assert len(calls) == 3  # the replay stopped instead of running through the other 997
+    assert b.subscriber_count == 0
