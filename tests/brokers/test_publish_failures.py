@@ -85,8 +85,8 @@ async def test_redis_out_of_memory_is_a_publish_error_and_stores_nothing(
         assert [e.data for e in await sub.count(2)] == ["again", "and again"]
         assert [e.sequence for e in sub.events] == [str(p) for p in after]
     finally:
-        await admin.aclose()
         await broker.close()
+        await admin.aclose()
 
 
 async def test_redis_refusing_the_script_is_a_publish_error() -> None:
