@@ -47,13 +47,13 @@ from nats.js.api import (
     StreamConfig,
     StreamInfo,
 )
-from reactivex import Observable
 
 from streams import Event, GapError, Position, Retention, validate_pattern, validate_subject
 
 from .backoff import Backoff
 from .errors import PublishError
-from .feed import Body, Emit, TaskFeeds, raise_if_cancelled
+from .feed import Emit, TaskFeeds, raise_if_cancelled
+from .follow import FollowingBroker
 from .livestart import LiveStarts, Pin
 from .positions import check_since
 from .url import BrokerSettings
@@ -68,10 +68,6 @@ class _Reset(Exception):
     """The push consumer lost its place (missed heartbeats, a skipped delivery)."""
 
 
-def _nothing() -> None:
-    return None
-
-
 async def _log_client_error(exc: Exception) -> None:
     log.info("nats client: %r", exc)
 
@@ -82,7 +78,7 @@ def epoch_of(info: StreamInfo) -> str:
     return hashlib.sha1(f"{info.config.name}|{created}".encode()).hexdigest()[:8]
 
 
-class NatsBroker:
+class NatsBroker(FollowingBroker):
     """Events in a JetStream stream, shared by every process that names the same stream.
 
     >>> async def demo():  # doctest: +SKIP
@@ -269,23 +265,6 @@ class NatsBroker:
         if gap is not None:
             raise GapError(since, await self._earliest(pattern, info), gap.reason)
         return info
-
-    def subscribe(self, pattern: str, since: Position | str | None = None) -> Observable[Event]:
-        """Matching events after ``since`` (or from now), then live; fails with
-        :class:`~streams.GapError` when events after ``since`` are gone."""
-        validate_pattern(pattern)
-        start = Position.parse(since) if isinstance(since, str) else since
-
-        def begin() -> tuple[Body, Callable[[], None]]:
-            # A live subscription is pinned now: see :mod:`.livestart`.
-            pin = self._live.pin() if start is None else None
-
-            async def body(emit: Emit) -> None:
-                await self._follow(pattern, start, emit, pin)
-
-            return body, (pin.close if pin is not None else _nothing)
-
-        return self._feeds.each(begin)
 
     async def _follow(
         self, pattern: str, since: Position | None, emit: Emit, pin: Pin | None = None

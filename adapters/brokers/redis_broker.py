@@ -32,7 +32,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from reactivex import Observable
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -41,7 +40,8 @@ from streams import Event, GapError, Position, Retention, match, validate_patter
 
 from .backoff import Backoff
 from .errors import PublishError
-from .feed import Body, Emit, TaskFeeds, raise_if_cancelled
+from .feed import Emit, TaskFeeds, raise_if_cancelled
+from .follow import FollowingBroker
 from .livestart import LiveStarts, Pin
 from .positions import check_since, redis_id, redis_offset
 from .url import BrokerSettings
@@ -129,15 +129,11 @@ def _new_epoch() -> str:
     return os.urandom(4).hex()
 
 
-def _nothing() -> None:
-    return None
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class RedisBroker:
+class RedisBroker(FollowingBroker):
     """Events in a Redis stream, shared by every process that names the same stream.
 
     >>> async def demo():  # doctest: +SKIP
@@ -285,23 +281,6 @@ class RedisBroker:
         if gap is not None:
             gap = GapError(since, await self._earliest(pattern, epoch, last), gap.reason)
         return gap, last
-
-    def subscribe(self, pattern: str, since: Position | str | None = None) -> Observable[Event]:
-        """Matching events after ``since`` (or from now), then live; fails with
-        :class:`~streams.GapError` when events after ``since`` are gone."""
-        validate_pattern(pattern)
-        start = Position.parse(since) if isinstance(since, str) else since
-
-        def begin() -> tuple[Body, Callable[[], None]]:
-            # A live subscription is pinned now: see :mod:`.livestart`.
-            pin = self._live.pin() if start is None else None
-
-            async def body(emit: Emit) -> None:
-                await self._follow(pattern, start, emit, pin)
-
-            return body, (pin.close if pin is not None else _nothing)
-
-        return self._feeds.each(begin)
 
     async def _follow(
         self, pattern: str, since: Position | None, emit: Emit, pin: Pin | None = None
