@@ -28,14 +28,20 @@ def timed(fn: Callable[[], int]) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def counter() -> tuple[list[int], Callable[[object], None]]:
+    """A subscriber that counts, the same for every side of the comparison."""
+    seen = [0]
+
+    def count(_: object) -> None:
+        seen[0] += 1
+
+    return seen, count
+
+
 def one_subscriber(events: list[Event], retention: Retention) -> tuple[float, float]:
     def memory() -> int:
         b = MemoryBroker(retention)
-        seen = [0]
-
-        def count(_: Event) -> None:
-            seen[0] += 1
-
+        seen, count = counter()
         b.subscribe("chat.>").subscribe(count)
         publish = b.publish
         for e in events:
@@ -45,11 +51,7 @@ def one_subscriber(events: list[Event], retention: Retention) -> tuple[float, fl
 
     def subject() -> int:
         s: Subject[Event] = Subject()
-        seen = [0]
-
-        def count(_: Event) -> None:
-            seen[0] += 1
-
+        seen, count = counter()
         s.subscribe(count)
         on_next = s.on_next
         for e in events:
@@ -63,11 +65,7 @@ def one_subscriber(events: list[Event], retention: Retention) -> tuple[float, fl
 def batched(events: list[Event], retention: Retention, size: int = 100) -> float:
     def memory() -> int:
         b = MemoryBroker(retention)
-        seen = [0]
-
-        def count(_: Event) -> None:
-            seen[0] += 1
-
+        seen, count = counter()
         b.subscribe("chat.>").subscribe(count)
         publish_many = b.publish_many
         for i in range(0, len(events), size):
@@ -83,11 +81,7 @@ def hundred_patterns(events: list[Event], retention: Retention) -> tuple[float, 
 
     def memory() -> int:
         b = MemoryBroker(retention)
-        seen = [0]
-
-        def count(_: Event) -> None:
-            seen[0] += 1
-
+        seen, count = counter()
         for i in range(100):
             b.subscribe(f"room{i}.*").subscribe(count)
         publish = b.publish
@@ -98,14 +92,13 @@ def hundred_patterns(events: list[Event], retention: Retention) -> tuple[float, 
 
     def subject() -> int:
         s: Subject[tuple[str, Event]] = Subject()
-        seen = [0]
+        seen, count = counter()
 
-        def count(_: object) -> None:
-            seen[0] += 1
+        def matches(pattern: str) -> Callable[[tuple[str, Event]], bool]:
+            return lambda m: match(pattern, m[0])
 
         for i in range(100):
-            pattern = f"room{i}.*"
-            s.pipe(ops.filter(lambda m, p=pattern: match(p, m[0]))).subscribe(count)
+            s.pipe(ops.filter(matches(f"room{i}.*"))).subscribe(count)
         on_next = s.on_next
         for i, e in enumerate(events):
             on_next((subjects[i % 100], e))
