@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Final
 
 import aiohttp
@@ -149,9 +149,82 @@ async def _retrying(policy: Backoff, attempt: Callable[[], Awaitable[None]]) -> 
         await asyncio.sleep(delay)
 
 
+class _Subscription:
+    """What one subscription keeps across reconnects: the resume position and the backoff."""
+
+    def __init__(
+        self,
+        observer: abc.ObserverBase[Event],
+        since: Position | str | None,
+        backoff: Backoff | None,
+        on_gap: OnGap,
+    ) -> None:
+        self.observer = observer
+        self.tracker = ResumeTracker(since)
+        self.policy = (backoff or Backoff()).fresh()
+        self._on_gap = on_gap
+
+    def deliver(self, event: Event, fallback_id: str | None = None) -> None:
+        """Pass ``event`` on unless it was delivered before (a replay after a reconnect)."""
+        if self.tracker.accept(event, fallback_id):
+            self.observer.on_next(event)
+
+    def gap(self, notice: GapNotice) -> None:
+        """Resume from the earliest event still available, and tell ``on_gap``."""
+        self.tracker.gap(notice)
+        self._on_gap(notice)
+
+
+def _resuming(
+    attempt: Callable[[aiohttp.ClientSession, _Subscription], Awaitable[None]],
+    since: Position | str | None,
+    backoff: Backoff | None,
+    on_gap: OnGap | None,
+    session: aiohttp.ClientSession | None,
+) -> Observable[Event]:
+    """An observable whose every subscription calls ``attempt`` (one connection) again
+    and again, per :func:`_retrying`, with one :class:`_Subscription` throughout."""
+    gap_cb = on_gap or _warn_gap
+
+    async def run(observer: abc.ObserverBase[Event]) -> None:
+        sub = _Subscription(observer, since, backoff, gap_cb)
+        async with _Session(session) as http:
+            await _retrying(sub.policy, lambda: attempt(http, sub))
+
+    return _observable(run)
+
+
+# Decodes one response body chunk by chunk: (event or gap notice or nothing, SSE id).
+_Decoded = Iterator[tuple[Event | GapNotice | None, str | None]]
+_Decoder = Callable[[bytes], _Decoded]
+
+
+def _sse_decoder(max_size: int, policy: Backoff) -> _Decoder:
+    parser = SseParser(max_size)
+
+    def decode(chunk: bytes) -> _Decoded:
+        for msg in parser.feed(chunk):
+            yield decode_sse_message(msg), msg.id
+        if parser.retry is not None:  # the server's ``retry:`` sets the first delay
+            policy.initial = min(parser.retry / 1000, policy.maximum)
+
+    return decode
+
+
+def _ndjson_decoder(max_size: int, policy: Backoff) -> _Decoder:
+    splitter = LineSplitter(max_size)
+
+    def decode(chunk: bytes) -> _Decoded:
+        for line in splitter.feed(chunk):
+            yield decode_ndjson_line(line), None
+
+    return decode
+
+
 def _http_source(
     url: str | URL,
     accept: str,
+    decoder: Callable[[int, Backoff], _Decoder],
     since: Position | str | None,
     backoff: Backoff | None,
     on_gap: OnGap | None,
@@ -162,59 +235,30 @@ def _http_source(
     max_size: int,
 ) -> Observable[Event]:
     target = URL(url)
-    gap_cb = on_gap or _warn_gap
     base_headers = _auth_headers(token, headers)
     base_headers.update({"Accept": accept, "Cache-Control": "no-cache"})
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=idle_timeout)
-    sse = accept == "text/event-stream"
 
-    async def run(observer: abc.ObserverBase[Event]) -> None:
-        tracker = ResumeTracker(since)
-        policy = (backoff or Backoff()).fresh()
+    async def attempt(http: aiohttp.ClientSession, sub: _Subscription) -> None:
+        hdrs = dict(base_headers)
+        if sub.tracker.position is not None:
+            hdrs["Last-Event-ID"] = str(sub.tracker.position)
+        async with http.get(target, headers=hdrs, timeout=timeout) as resp:
+            if resp.status != 200:
+                raise ServerError.from_http(resp.status, await resp.read())
+            decode = decoder(max_size, sub.policy)
+            first = True
+            async for chunk in resp.content.iter_any():
+                if first:
+                    sub.policy.reset()
+                    first = False
+                for item, event_id in decode(chunk):
+                    if isinstance(item, GapNotice):
+                        sub.gap(item)
+                    elif item is not None:
+                        sub.deliver(item, event_id)
 
-        def gap(notice: GapNotice) -> None:
-            tracker.gap(notice)
-            gap_cb(notice)
-
-        async def attempt(http: aiohttp.ClientSession) -> None:
-            hdrs = dict(base_headers)
-            if tracker.position is not None:
-                hdrs["Last-Event-ID"] = str(tracker.position)
-            async with http.get(target, headers=hdrs, timeout=timeout) as resp:
-                if resp.status != 200:
-                    raise ServerError.from_http(resp.status, await resp.read())
-                first = True
-                if sse:
-                    parser = SseParser(max_size)
-                    async for chunk in resp.content.iter_any():
-                        if first:
-                            policy.reset()
-                            first = False
-                        for msg in parser.feed(chunk):
-                            item = decode_sse_message(msg)
-                            if isinstance(item, GapNotice):
-                                gap(item)
-                            elif tracker.accept(item, msg.id):
-                                observer.on_next(item)
-                        if parser.retry is not None:
-                            policy.initial = min(parser.retry / 1000, policy.maximum)
-                else:
-                    splitter = LineSplitter(max_size)
-                    async for chunk in resp.content.iter_any():
-                        if first:
-                            policy.reset()
-                            first = False
-                        for line in splitter.feed(chunk):
-                            nd = decode_ndjson_line(line)
-                            if isinstance(nd, GapNotice):
-                                gap(nd)
-                            elif nd is not None and tracker.accept(nd):
-                                observer.on_next(nd)
-
-        async with _Session(session) as http:
-            await _retrying(policy, lambda: attempt(http))
-
-    return _observable(run)
+    return _resuming(attempt, since, backoff, on_gap, session)
 
 
 def sse_source(
@@ -242,8 +286,8 @@ def sse_source(
     ...     d.dispose()
     """
     return _http_source(
-        url, "text/event-stream", since, backoff, on_gap, token, headers, session,
-        idle_timeout, max_size,
+        url, "text/event-stream", _sse_decoder,
+        since, backoff, on_gap, token, headers, session, idle_timeout, max_size,
     )  # fmt: skip
 
 
@@ -266,8 +310,8 @@ def ndjson_source(
     >>> d = src.pipe(ops.take(5)).subscribe(print)  # doctest: +SKIP
     """
     return _http_source(
-        url, "application/x-ndjson", since, backoff, on_gap, token, headers, session,
-        idle_timeout, max_size,
+        url, "application/x-ndjson", _ndjson_decoder,
+        since, backoff, on_gap, token, headers, session, idle_timeout, max_size,
     )  # fmt: skip
 
 
@@ -294,58 +338,46 @@ def websocket_source(
     >>> d = src.subscribe(lambda e: print(e.data))  # doctest: +SKIP
     """
     target = URL(url)
-    gap_cb = on_gap or _warn_gap
     hdrs = _auth_headers(token, headers)
     sub_id = "s1"
 
-    async def run(observer: abc.ObserverBase[Event]) -> None:
-        tracker = ResumeTracker(since)
-        policy = (backoff or Backoff()).fresh()
+    async def attempt(http: aiohttp.ClientSession, sub: _Subscription) -> None:
+        try:
+            ws = await http.ws_connect(
+                target, headers=hdrs, heartbeat=heartbeat, compress=0, max_msg_size=max_size
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            code = _HANDSHAKE_CODES.get(exc.status, "http_error")
+            raise ServerError(exc.status, code, exc.message or "handshake refused") from None
 
-        async def attempt(http: aiohttp.ClientSession) -> None:
-            try:
-                ws = await http.ws_connect(
-                    target, headers=hdrs, heartbeat=heartbeat, compress=0, max_msg_size=max_size
-                )
-            except aiohttp.WSServerHandshakeError as exc:
-                code = _HANDSHAKE_CODES.get(exc.status, "http_error")
-                raise ServerError(exc.status, code, exc.message or "handshake refused") from None
-            async with ws:
-                await ws.send_str(
-                    subscribe_message(sub_id, pattern, tracker.position, filter).decode()
-                )
-                async for msg in ws:
-                    if msg.type == aiohttp.WSMsgType.ERROR:
-                        raise aiohttp.ClientConnectionError(f"WebSocket error: {ws.exception()}")
-                    if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                        continue
-                    for item in decode_ws_message(msg.data):
-                        if isinstance(item, Event):
-                            if tracker.accept(item):
-                                observer.on_next(item)
-                        elif isinstance(item, GapNotice):
-                            tracker.gap(item)
-                            gap_cb(item)
-                        elif isinstance(item, ServerError):
-                            if item.code != "gap":
-                                raise item
-                            # a gap refused as an error: resubscribe from the earliest event
-                            notice = GapNotice.from_dict(item.body)
-                            tracker.gap(notice)
-                            gap_cb(notice)
-                            await ws.send_str(
-                                subscribe_message(
-                                    sub_id, pattern, tracker.position, filter
-                                ).decode()
-                            )
-                        elif isinstance(item, Control) and item.op == "subscribed":
-                            policy.reset()
-                log.debug("WebSocket closed with code %s", ws.close_code)
+        async def subscribe() -> None:
+            await ws.send_str(
+                subscribe_message(sub_id, pattern, sub.tracker.position, filter).decode()
+            )
 
-        async with _Session(session) as http:
-            await _retrying(policy, lambda: attempt(http))
+        async with ws:
+            await subscribe()
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.ERROR:
+                    raise aiohttp.ClientConnectionError(f"WebSocket error: {ws.exception()}")
+                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    continue
+                for item in decode_ws_message(msg.data):
+                    if isinstance(item, Event):
+                        sub.deliver(item)
+                    elif isinstance(item, GapNotice):
+                        sub.gap(item)
+                    elif isinstance(item, ServerError):
+                        if item.code != "gap":
+                            raise item
+                        # a gap refused as an error: resubscribe from the earliest event
+                        sub.gap(GapNotice.from_dict(item.body))
+                        await subscribe()
+                    elif isinstance(item, Control) and item.op == "subscribed":
+                        sub.policy.reset()
+            log.debug("WebSocket closed with code %s", ws.close_code)
 
-    return _observable(run)
+    return _resuming(attempt, since, backoff, on_gap, session)
 
 
 async def first_events(source: Observable[Event], n: int, timeout: float = 10.0) -> list[Event]:
