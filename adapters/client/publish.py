@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 import aiohttp
@@ -98,19 +99,13 @@ def _seconds(value: str | None) -> float | None:
 
 
 async def _post_retrying(
-    session: aiohttp.ClientSession,
-    url: URL,
-    body: bytes,
-    content_type: str,
-    type: str | None,
-    headers: Mapping[str, str],
-    retry: Backoff,
+    post: Callable[[], Awaitable[list[Position]]], retry: Backoff
 ) -> list[Position]:
-    """:func:`_post`, sent again after 429/503 (which publish nothing), waiting for
-    ``Retry-After`` or the next backoff delay, until ``retry`` gives up."""
+    """``post()`` (a :func:`_post`), sent again after 429/503 (which publish nothing),
+    waiting for ``Retry-After`` or the next backoff delay, until ``retry`` gives up."""
     while True:
         try:
-            positions = await _post(session, url, body, content_type, type, headers)
+            positions = await post()
         except ServerError as exc:
             if exc.status not in _SAFE_TO_RETRY or _partly_stored(exc):
                 raise
@@ -163,9 +158,8 @@ async def publish(
         raise ValueError(f"not JSON-serializable: {exc}") from None
     async with _Session(session) as http:
         url = events_url(base_url, subject)
-        return await _post_retrying(
-            http, url, body, "application/json", type, _headers(token), retry or _default_retry()
-        )
+        post = partial(_post, http, url, body, "application/json", type, _headers(token))
+        return await _post_retrying(post, retry or _default_retry())
 
 
 async def publish_ndjson(
@@ -200,9 +194,10 @@ async def publish_ndjson(
     async with _Session(session) as http:
         for first_line, n, body in ndjson_chunks(lines, max_bytes, max_lines):
             try:
-                positions = await _post_retrying(
-                    http, url, body, "application/x-ndjson", type, _headers(token), policy
+                post = partial(
+                    _post, http, url, body, "application/x-ndjson", type, _headers(token)
                 )
+                positions = await _post_retrying(post, policy)
             except ServerError as exc:
                 raise PublishError(_shift_lines(exc, first_line - 1), count, last) from None
             requests += 1
