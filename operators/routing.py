@@ -159,6 +159,15 @@ def _router(
     return dispatch
 
 
+def _routed(
+    choose: Callable[[Any], Any], names: Iterable[Any], unmatched: Any, on_error: OnError
+) -> Callable[[Observable[T]], Branches[T]]:
+    """Branches named ``names`` (plus ``unmatched`` if given), fed by ``choose(event)``."""
+    all_names = [*names, unmatched] if unmatched is not None else list(names)
+    dispatch = _router(choose, unmatched, on_error)
+    return lambda source: Branches(source, all_names, dispatch)
+
+
 def route(
     key: Callable[[T], Any],
     names: Iterable[Any],
@@ -180,10 +189,7 @@ def route(
     a a1
     rest z9
     """
-    names = list(names)
-    all_names = [*names, unmatched] if unmatched is not None else names
-    dispatch = _router(key, unmatched, on_error)
-    return lambda source: Branches(source, all_names, dispatch)
+    return _routed(key, names, unmatched, on_error)
 
 
 def route_when(
@@ -209,10 +215,7 @@ def route_when(
                 return name
         return None
 
-    names = list(predicates)
-    all_names = [*names, unmatched] if unmatched is not None else names
-    dispatch = _router(choose, unmatched, on_error)
-    return lambda source: Branches(source, all_names, dispatch)
+    return _routed(choose, predicates, unmatched, on_error)
 
 
 def stable_hash(key: Any) -> int:
@@ -246,8 +249,7 @@ def partition(
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    dispatch = _router(lambda v: stable_hash(key(v)) % n, None, on_error)
-    return lambda source: Branches(source, range(n), dispatch)
+    return _routed(lambda v: stable_hash(key(v)) % n, range(n), None, on_error)
 
 
 def broadcast(names: Iterable[Any]) -> Callable[[Observable[T]], Branches[T]]:
