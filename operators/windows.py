@@ -24,7 +24,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, NamedTuple, TypedDict, TypeVar, Unpack
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from reactivex import Observable, abc
 
@@ -303,57 +303,24 @@ class _WindowSpec(Spec):
         return _Windows(down, chain, self)
 
 
-class _WindowOptions(TypedDict, Generic[T], total=False):
-    """The keyword options :func:`tumbling`, :func:`sliding` and :func:`session` share.
-
-    ``key`` splits windows per key; ``timestamp`` switches to event time, with
-    ``lateness`` seconds of allowed out-of-orderness and ``idle`` seconds of quiet after
-    which open windows close; ``agg`` turns a window's items into its value (default:
-    the list); ``late`` receives late events (default: emitted as :class:`Late`);
-    ``scheduler`` drives timers; ``on_error`` is the policy for a failing ``key``,
-    ``timestamp`` or ``agg``.
-    """
-
-    key: Callable[[T], Hashable] | None
-    timestamp: Callable[[T], float] | None
-    lateness: float
-    idle: float | None
-    agg: Callable[[list[T]], Any] | None
-    late: abc.ObserverBase[T] | Callable[[T], Any] | None
-    scheduler: abc.SchedulerBase | None
-    on_error: OnError
-
-
-def _window(
-    kind: str, size: float, step: float, options: _WindowOptions[Any]
-) -> Callable[[Observable[Any]], Any]:
-    unknown = sorted(options.keys() - _WindowOptions.__annotations__.keys())
-    if unknown:
-        raise TypeError(f"{kind}() got an unexpected keyword argument {unknown[0]!r}")
-    return lean(
-        _WindowSpec(
-            kind,
-            size,
-            step,
-            key=options.get("key"),
-            timestamp=options.get("timestamp"),
-            lateness=options.get("lateness", 0.0),
-            idle=options.get("idle"),
-            agg=options.get("agg") or list,
-            late=options.get("late"),
-            scheduler=options.get("scheduler"),
-            on_error=options.get("on_error", "fail"),
-        )
-    )
+def _window(kind: str, size: float, step: float, **kw: Any) -> Callable[[Observable[Any]], Any]:
+    agg = kw.pop("agg") or list
+    return lean(_WindowSpec(kind, size, step, agg=agg, **kw))
 
 
 def tumbling(
     size: float,
-    **options: Unpack[_WindowOptions[T]],
+    *,
+    key: Callable[[T], Hashable] | None = None,
+    timestamp: Callable[[T], float] | None = None,
+    lateness: float = 0.0,
+    idle: float | None = None,
+    agg: Callable[[list[T]], Any] | None = None,
+    late: abc.ObserverBase[T] | Callable[[T], Any] | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+    on_error: OnError = "fail",
 ) -> Callable[[Observable[T]], Observable[Window | Late[T]]]:
     """Fixed, non-overlapping windows ``[n*size, (n+1)*size)``.
-
-    Keyword options: see :class:`_WindowOptions`.
 
     >>> import reactivex
     >>> reactivex.of(1, 2, 12, 3).pipe(
@@ -364,17 +331,26 @@ def tumbling(
     Window(key=None, start=10.0, end=20.0, value=1)
     <...>
     """
-    return _window("tumbling", size, size, options)
+    return _window(
+        "tumbling", size, size, key=key, timestamp=timestamp, lateness=lateness, idle=idle,
+        agg=agg, late=late, scheduler=scheduler, on_error=on_error,
+    )  # fmt: skip
 
 
 def sliding(
     size: float,
     step: float,
-    **options: Unpack[_WindowOptions[T]],
+    *,
+    key: Callable[[T], Hashable] | None = None,
+    timestamp: Callable[[T], float] | None = None,
+    lateness: float = 0.0,
+    idle: float | None = None,
+    agg: Callable[[list[T]], Any] | None = None,
+    late: abc.ObserverBase[T] | Callable[[T], Any] | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+    on_error: OnError = "fail",
 ) -> Callable[[Observable[T]], Observable[Window | Late[T]]]:
     """Overlapping windows of ``size`` starting every ``step`` (an event is in each).
-
-    Keyword options: see :class:`_WindowOptions`.
 
     >>> import reactivex
     >>> reactivex.of(1, 6).pipe(sliding(10, 5, timestamp=float, agg=count_of())).subscribe(
@@ -384,18 +360,27 @@ def sliding(
     Window(key=None, start=5.0, end=15.0, value=1)
     <...>
     """
-    return _window("sliding", size, step, options)
+    return _window(
+        "sliding", size, step, key=key, timestamp=timestamp, lateness=lateness, idle=idle,
+        agg=agg, late=late, scheduler=scheduler, on_error=on_error,
+    )  # fmt: skip
 
 
 def session(
     gap: float,
-    **options: Unpack[_WindowOptions[T]],
+    *,
+    key: Callable[[T], Hashable] | None = None,
+    timestamp: Callable[[T], float] | None = None,
+    lateness: float = 0.0,
+    idle: float | None = None,
+    agg: Callable[[list[T]], Any] | None = None,
+    late: abc.ObserverBase[T] | Callable[[T], Any] | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+    on_error: OnError = "fail",
 ) -> Callable[[Observable[T]], Observable[Window | Late[T]]]:
     """Activity sessions: events closer than ``gap`` share a window ending ``gap`` after
     the last one. An event whose session would end at or before an emitted window's end
     is late.
-
-    Keyword options: see :class:`_WindowOptions`.
 
     >>> import reactivex
     >>> reactivex.of(1, 2, 9).pipe(session(3, timestamp=float)).subscribe(print)
@@ -404,4 +389,7 @@ def session(
     Window(key=None, start=9.0, end=12.0, value=[9])
     <...>
     """
-    return _window("session", gap, gap, options)
+    return _window(
+        "session", gap, gap, key=key, timestamp=timestamp, lateness=lateness, idle=idle,
+        agg=agg, late=late, scheduler=scheduler, on_error=on_error,
+    )  # fmt: skip
