@@ -112,6 +112,11 @@ class _Dedupe(Stage):
                 break
             del seen[oldest]
         if k in seen:
+            if self.spec.on_drop is not None:
+                try:
+                    self.spec.on_drop(value)
+                except Exception as exc:
+                    self.handler(value, exc)
             return
         seen[k] = now + self.spec.ttl
         if len(seen) > self.spec.max_keys:
@@ -129,6 +134,7 @@ class _DedupeSpec(Spec):
         max_keys: int,
         scheduler: abc.SchedulerBase | None,
         on_error: OnError,
+        on_drop: Callable[[Any], Any] | None = None,
     ) -> None:
         if not ttl > 0:
             raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
@@ -136,6 +142,7 @@ class _DedupeSpec(Spec):
             raise ValueError(f"max_keys must be >= 1, got {max_keys}")
         self.key, self.ttl, self.max_keys, self.scheduler = key, ttl, max_keys, scheduler
         self.on_error = check_policy(on_error)
+        self.on_drop = on_drop
 
     def build(self, down: Any, chain: Chain) -> Stage:
         return _Dedupe(down, chain, self)
@@ -152,12 +159,14 @@ def dedupe(
     *,
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
+    on_drop: Callable[[T], Any] | None = None,
 ) -> Callable[[Observable[T]], Observable[T]]:
     """Drop an event whose key was seen in the last ``ttl`` seconds.
 
     At most ``max_keys`` keys are remembered (the oldest is forgotten first), so memory
     stays bounded. A repeat is suppressed within the TTL; after it, it passes again. The
     TTL counts from the first occurrence (a repeat does not extend it). No timers.
+    ``on_drop(event)`` hears about each suppressed repeat (its errors follow ``on_error``).
 
     >>> import reactivex
     >>> reactivex.of("a", "b", "a", "c", "b").pipe(dedupe()).subscribe(print)
@@ -167,4 +176,4 @@ def dedupe(
     c
     <...>
     """
-    return lean(_DedupeSpec(key, ttl, max_keys, scheduler, on_error))
+    return lean(_DedupeSpec(key, ttl, max_keys, scheduler, on_error, on_drop))

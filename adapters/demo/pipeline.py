@@ -25,7 +25,7 @@ Stages, each with the operator family that does the job:
    messages (and bad nicknames) to the rejected branch, published to the sender.
 3. **Flood control** -- ``dedupe`` drops a user's repeated message within
    ``repeat_ttl``; per user (``group_by_key``) a ``rate_limit`` token bucket refuses
-   messages above ``rate`` per second, reporting them through ``on_drop``.
+   messages above ``rate`` per second; both tell the sender through ``on_drop``.
 4. **Typing indicators** -- per (room, user) group, ``throttle(latest=True)`` passes
    the first keystroke signal at once, then at most one per ``typing_every`` seconds
    (the latest), however fast the user types.
@@ -243,6 +243,9 @@ def build_pipeline(
     def repeat_key(m: Message) -> tuple[str, str, str]:
         return m.room, m.user, (m.text or "").casefold()
 
+    def repeated(m: Message) -> None:
+        reject(m, f"Already said: the same message is accepted again after {r.repeat_ttl:g} s")
+
     def too_fast(m: Message) -> None:
         reject(m, f"Slow down: at most {r.burst} messages at once, then {r.rate:g} per second")
 
@@ -280,7 +283,7 @@ def build_pipeline(
     checked: Branches[Message] = kinds["message"].pipe(route(check, ["ok", "bad"]))
     # 3. flood control: repeats dropped, then one token bucket per user
     accepted: Branches[Message] = checked["ok"].pipe(
-        dedupe(repeat_key, ttl=r.repeat_ttl, scheduler=sch),
+        dedupe(repeat_key, ttl=r.repeat_ttl, scheduler=sch, on_drop=repeated),
         group_by_key(user_of, expire_after=60.0, scheduler=sch),
         ops.flat_map(per_user),
         broadcast(["deliver", "stats"]),

@@ -75,11 +75,12 @@ def test_empty_oversized_and_badly_named_messages_are_rejected_to_the_sender() -
     ]
 
 
-def test_repeated_messages_are_dropped_until_the_ttl_passes() -> None:
+def test_repeated_messages_are_refused_until_the_ttl_passes() -> None:
     calls = run((10, msg("ada", "spam")), (15, msg("ada", "SPAM")), (41, msg("ada", "spam")))
     assert texts(calls, "room.lobby.msg") == [(10.25, "spam"), (41.25, "spam")]
-    assert not [c for c in calls if "rejected" in c[1]]
-    assert {s for _, s, _ in calls} == {"room.lobby.msg", "stats.rooms"}
+    refused = [(t, items[0]["text"]) for t, s, items in calls if s == "user.ada.rejected"]
+    assert refused == [(15, "SPAM")]  # the sender is told; nobody else sees it
+    assert {s for _, s, _ in calls} == {"room.lobby.msg", "stats.rooms", "user.ada.rejected"}
 
 
 def test_rate_limit_is_per_user_and_refills() -> None:

@@ -71,3 +71,14 @@ def test_user_function_errors_follow_the_policy_everywhere():
         rate_limit(1.0, burst=1, on_drop=_boom, on_error="skip", scheduler=TestScheduler())
     ).subscribe(passed.append, errors.append)
     assert passed == [1] and not errors
+
+
+def test_dedupe_reports_each_suppressed_repeat():
+    import reactivex
+
+    from operators import dedupe
+
+    dropped: list[str] = []
+    got: list[str] = []
+    reactivex.of("a", "b", "a", "a", "c").pipe(dedupe(on_drop=dropped.append)).subscribe(got.append)
+    assert got == ["a", "b", "c"] and dropped == ["a", "a"]
