@@ -11,8 +11,13 @@ its sequence numbers; it is detected from the stream's ``first_seq`` jumping pas
 
 Retention maps to the stream limits (``max_msgs``, ``max_bytes``, ``max_age``,
 ``max_msgs_per_subject``, discarding old messages). A gap is reported when the stream's
-first retained sequence is past ``since``; messages dropped from the middle of the log by
-the per-subject limit are not detected as a gap.
+first retained sequence is past ``since``, and when the per-subject limit deleted a
+message from the middle of the log after ``since`` that may have matched the pattern: a
+subject at the limit has lost messages, all older than its first retained one, so a
+deleted sequence after ``since`` and before the newest such first sequence counts
+(conservative: a deleted message's subject is unknown, so another subject's loss in that
+range is reported too). Both checks run when a consumer is (re)created with a position,
+never per message; the deleted sequences are fetched only when the stream has any.
 
 The event id travels in ``Nats-Msg-Id`` so the server drops a retried publish (duplicate
 window: 2 minutes). Subscriptions are ephemeral push consumers with flow control and
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -55,13 +61,16 @@ from .errors import PublishError
 from .feed import Emit, TaskFeeds, raise_if_cancelled
 from .follow import FollowingBroker
 from .livestart import LiveStarts, Pin
-from .positions import check_since
+from .positions import check_since, last_hole
 from .url import BrokerSettings
 
 __all__ = ["NatsBroker"]
 
 log = logging.getLogger(__name__)
 _TRANSIENT = (nats.errors.Error, asyncio.TimeoutError, OSError)
+# Subjects at the per-subject limit looked up for their first message when resuming; past
+# this many, every deleted sequence after ``since`` counts (a gap reported early, never late).
+_MAX_SUBJECT_LOOKUPS = 256
 
 
 class _Reset(Exception):
@@ -264,7 +273,60 @@ class NatsBroker(FollowingBroker):
         gap = check_since(since, epoch_of(info), state.last_seq, lost_through, None)
         if gap is not None:
             raise GapError(since, await self._earliest(pattern, info), gap.reason)
+        if state.num_deleted:
+            hole = await self._last_hole(since.offset, pattern, info)
+            if hole is not None:
+                raise GapError(since, Position(epoch_of(info), hole + 1), "events were evicted")
         return info
+
+    async def _last_hole(self, since: int, pattern: str, info: StreamInfo) -> int | None:
+        """The newest sequence after ``since`` deleted from the middle of the log that may
+        have held an event of ``pattern`` (see :func:`.positions.last_hole`), or ``None``.
+
+        nats-py's ``stream_info`` cannot ask for ``deleted_details``, so this sends the
+        JetStream API request itself, paging through the matching subjects' counts.
+        """
+        nc, js = await self._client()
+        deleted: list[int] = []
+        counts: dict[str, int] = {}
+        while True:
+            request = {
+                "deleted_details": True,
+                "subjects_filter": self._wire(pattern),
+                "offset": len(counts),
+            }
+            msg = await nc.request(
+                f"$JS.API.STREAM.INFO.{self.stream}",
+                json.dumps(request).encode(),
+                timeout=self.timeout,
+            )
+            reply = json.loads(msg.data)
+            if "error" in reply:
+                raise nats.js.errors.APIError.from_error(reply["error"])
+            state = reply.get("state", {})
+            deleted = state.get("deleted") or deleted
+            seen = len(counts)
+            counts.update(state.get("subjects") or {})
+            if len(counts) == seen or len(counts) >= int(reply.get("total", 0)):
+                break
+        after = [d for d in deleted if d > since]
+        if not after:
+            return None
+        limit = info.config.max_msgs_per_subject or -1
+        full = [subject for subject, n in counts.items() if limit > 0 and n >= limit]
+        if limit <= 0 or len(full) > _MAX_SUBJECT_LOOKUPS:
+            return last_hole(since, after, None)  # holes not from the limit: any may matter
+        newest = max(after)
+        before = 0
+        for subject in full:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                first = await js.get_msg(
+                    self.stream, seq=max(info.state.first_seq, 1), subject=subject, next=True
+                )
+                before = max(before, first.seq or 0)
+            if before > newest:
+                break  # every hole after since lies before it: no need to look further
+        return last_hole(since, after, before)
 
     async def _follow(
         self, pattern: str, since: Position | None, emit: Emit, pin: Pin | None = None

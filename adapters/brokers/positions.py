@@ -2,8 +2,9 @@
 
 Both NATS and Redis keep one ordered log per broker, like :class:`streams.MemoryBroker`.
 This module decides, from a few numbers the server reports, whether a subscriber asking
-for ``since`` can be served without loss (:func:`check_since`), and maps Redis entry ids
-to integer offsets and back (:func:`redis_offset`, :func:`redis_id`).
+for ``since`` can be served without loss (:func:`check_since`, and :func:`last_hole` for
+entries deleted from the middle of the log), and maps Redis entry ids to integer offsets and
+back (:func:`redis_offset`, :func:`redis_id`).
 
 Redis entry ids are ``"<ms>-<seq>"``; the offset is ``ms << 20 | seq`` so offsets order
 exactly like ids, fit in 63 bits until the year 2109, and stay within the 19 digits a
@@ -13,9 +14,11 @@ exactly like ids, fit in 63 bits until the year 2109, and stay within the 19 dig
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from streams import GapError, Position
 
-__all__ = ["SEQ_BITS", "check_since", "redis_id", "redis_offset"]
+__all__ = ["SEQ_BITS", "check_since", "last_hole", "redis_id", "redis_offset"]
 
 SEQ_BITS = 20
 _SEQ_MASK = (1 << SEQ_BITS) - 1
@@ -76,3 +79,25 @@ def check_since(
     if lost_through > since.offset:
         return GapError(since, earliest, "events were evicted")
     return None
+
+
+def last_hole(since: int, deleted: Iterable[int], before: int | None) -> int | None:
+    """The newest offset in ``deleted`` after ``since`` and before ``before``, or ``None``.
+
+    ``deleted`` lists offsets removed from the middle of the log (NATS's per-subject limit
+    removes a subject's oldest message wherever it lies). A subscriber resuming after
+    ``since`` lost an event exactly when one of those held a matching subject; a deleted
+    entry's subject is unknown, but a subject only loses entries older than its first
+    retained one, so only holes before ``before`` (the newest first retained offset among
+    the matching subjects that lost entries; ``None``: unknown, any hole counts) can matter.
+    History is complete again just after the returned offset.
+
+    >>> last_hole(1, [2, 3, 4, 9], before=5)
+    4
+    >>> last_hole(1, [2, 3, 4, 9], before=None)
+    9
+    >>> last_hole(4, [2, 3, 4, 9], before=5) is None
+    True
+    """
+    holes = [d for d in deleted if d > since and (before is None or d < before)]
+    return max(holes) if holes else None
