@@ -135,7 +135,7 @@ class MemoryBroker:
         return Position(self._epoch, self._offset) if self._offset else None
 
     def earliest(self) -> Position | None:
-        self._expire(force=True)
+        self._expire()
         heads = [_off(room[0]) for room in self._rooms.values() if room]
         return Position(self._epoch, min(heads)) if heads else None
 
@@ -346,7 +346,7 @@ class MemoryBroker:
         live = {_off(event) for room in self._rooms.values() for event in room}
         self._times = deque(t for t in self._times if t[0] in live)
 
-    def _expire(self, force: bool = False) -> None:
+    def _expire(self) -> None:
         times = self._times
         if not times or not self._max_age:
             return
@@ -387,7 +387,7 @@ class MemoryBroker:
         return [(_off(e), e) for e in merged]
 
     def _check_since(self, pattern: str, since: Position) -> None:
-        self._expire(force=True)
+        self._expire()
         if since.epoch != self._epoch:
             raise GapError(since, self._complete_from(pattern), "epoch changed (history lost)")
         if since.offset > self._offset:
@@ -422,7 +422,7 @@ class MemoryBroker:
         Raises :class:`GapError` if events after ``since`` were evicted.
         """
         validate_pattern(pattern)
-        self._expire(force=True)
+        self._expire()
         start = 0
         if since is not None:
             since = Position.parse(since) if isinstance(since, str) else since
@@ -434,7 +434,7 @@ class MemoryBroker:
     def last(self, pattern: str, n: int) -> list[Event]:
         """The newest ``n`` retained events matching ``pattern``, oldest first."""
         validate_pattern(pattern)
-        self._expire(force=True)
+        self._expire()
         if n <= 0:
             return []
         tails = [list(room)[-n:] for room in self._matching_rooms(pattern)]
