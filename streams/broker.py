@@ -132,6 +132,12 @@ class Broker(Protocol):
         whose ``committed`` lists what was stored anyway (empty for atomic brokers)."""
         ...
 
+    async def last_position(self) -> Position:
+        """Where the log ends now: the position of the newest stored event (offset 0 when
+        nothing was ever stored in this epoch). ``subscribe(p, since=await
+        last_position())`` is live from this moment, whichever process publishes next."""
+        ...
+
     def subscribe(self, pattern: str, since: Position | None = None) -> Observable[Event]:
         """A hot stream of events matching ``pattern``: history after ``since``, then live."""
         ...

@@ -134,6 +134,10 @@ class MemoryBroker:
     def latest(self) -> Position | None:
         return Position(self._epoch, self._offset) if self._offset else None
 
+    async def last_position(self) -> Position:
+        """Where the log ends now (offset 0 when empty); see :class:`streams.Broker`."""
+        return Position(self._epoch, self._offset)
+
     def earliest(self) -> Position | None:
         self._expire()
         heads = [_off(room[0]) for room in self._rooms.values() if room]

@@ -180,6 +180,11 @@ class NatsBroker(FollowingBroker):
         """The epoch last seen from the server ("" before the first round trip)."""
         return self._epoch
 
+    async def last_position(self) -> Position:
+        """Where the stream ends now (its last sequence), asked of the server."""
+        info = await self._info()
+        return Position(epoch_of(info), info.state.last_seq)
+
     def _wire(self, subject: str) -> str:
         return f"{self.stream}.{subject}"
 

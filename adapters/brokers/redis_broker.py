@@ -201,6 +201,11 @@ class RedisBroker(FollowingBroker):
         """The epoch last seen from the server ("" before the first round trip)."""
         return self._epoch
 
+    async def last_position(self) -> Position:
+        """Where the stream ends now (its last generated entry id), asked of the server."""
+        epoch, _, last, _ = await self._read(0, 0)
+        return Position(epoch, last)
+
     async def _read(self, after: int, count: int) -> tuple[str, int, int, list[Any]]:
         _ = self.client
         epoch, trimmed, last, entries = await self._read_script(
