@@ -80,6 +80,7 @@ LATENCY_S = float(os.environ.get("BENCH_LATENCY_S", "2"))
 WINDOW = 64
 BATCH = 100
 TIMEOUT = 60.0  # any one measurement; past it the broker is reported as failed
+SETTLE = 0.2  # pause after each measurement: the last one's tear-down never overlaps the next
 SUBJECT = "bench.tick"
 RETENTION = Retention(max_events=200_000, max_bytes=None, max_per_subject=None)
 NATS_URL = os.environ.get("RXSTREAMS_NATS_URL", "nats://127.0.0.1:4222")
@@ -263,9 +264,11 @@ class RawNats(Side):
             config=ConsumerConfig(opt_start_seq=since + 1),
         )
 
-        async def stop() -> None:
+        async def stop() -> None:  # as rxstreams does: unsubscribe, delete the consumer
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(self.stream, sub._consumer)
 
         return stop
 
@@ -439,21 +442,26 @@ async def compare(rx: Side, raw: Side) -> dict[str, Any]:
     }
     for side in sides.values():
         await warm_up(side)
-    for _ in range(ROUNDS):
+    for _ in range(ROUNDS):  # each path: rx, then raw, then the next path
         marks: dict[str, Any] = {}
         for name, side in sides.items():
             eps, marks[name] = await path_publish(side)
             runs["publish"][name].append(eps)
+            await asyncio.sleep(SETTLE)
         for name, side in sides.items():
             runs["publish_many"][name].append(await path_publish_many(side))
+            await asyncio.sleep(SETTLE)
         for name, side in sides.items():
             runs["replay"][name].append(await path_replay(side, marks[name]))
+            await asyncio.sleep(SETTLE)
         for name, side in sides.items():
             runs["live"][name].append(await path_live(side))
+            await asyncio.sleep(SETTLE)
         for name, side in sides.items():
             p50, p99 = await path_latency(side)
             runs["p50_ms"][name].append(p50)
             runs["p99_ms"][name].append(p99)
+            await asyncio.sleep(SETTLE)
     out: dict[str, Any] = {}
     for path, by_side in runs.items():
         digits = 3 if path.endswith("_ms") else 0
