@@ -2,7 +2,8 @@
 
 A stream named ``S`` captures the subjects ``S.>``; the event ``chat.lobby.msg`` travels as
 ``S.chat.lobby.msg`` and patterns become the consumer's filter subject, so the server does
-the filtering. Positions are ``<epoch>-<stream sequence>``.
+the filtering. Positions are ``<epoch>-<stream sequence>``. :meth:`NatsBroker.connect`
+creates the stream (or checks it exists), so other producers can publish into it at once.
 
 Epoch: a hash of the stream's name and creation time, so deleting and recreating the stream
 (or losing it with the server's storage) starts a new epoch. A purge keeps the stream and
@@ -16,30 +17,48 @@ message from the middle of the log after ``since`` that may have matched the pat
 subject at the limit has lost messages, all older than its first retained one, so a
 deleted sequence after ``since`` and before the newest such first sequence counts
 (conservative: a deleted message's subject is unknown, so another subject's loss in that
-range is reported too). Both checks run when a consumer is (re)created with a position,
-never per message; the deleted sequences are fetched only when the stream has any.
+range is reported too). Both checks run when a consumer is (re)created with a position.
+While a subscription reads, a delivery that skips stream sequences is judged from its
+reply subject alone (:func:`.nats_wire.judge`): for ``>`` any skipped sequence is a lost
+event; for a narrower pattern the deleted sequences are looked up only when the stream has
+a per-subject limit and the consumer lags by at least that limit (a consumer that keeps up
+never asks); a loss fails the subscription with :class:`~streams.GapError` before any later
+event is emitted.
+
+Other producers: a message that is not a CloudEvent becomes an event
+(:func:`.foreign.read_entry`: plain JSON is its ``data``, the id is ``Nats-Msg-Id``); one
+that cannot be read at all is skipped, logged and counted in :attr:`NatsBroker.skipped`.
 
 The event id travels in ``Nats-Msg-Id`` so the server drops a retried publish (duplicate
-window: 2 minutes). Subscriptions are ephemeral push consumers with flow control and
-heartbeats (no acks), recreated from the last delivered sequence when the connection drops
-or a delivery is skipped; their messages are handled in a subscription callback, which
-keeps up with the publishers. Competing consumers are durable pull consumers named after
-the group.
+window: 2 minutes). ``apublish_many`` is atomic (all or nothing) on NATS server 2.12+,
+whose streams this broker creates with ``allow_atomic`` (and enables it on an existing
+stream); on older servers it is best effort: pipelined, each message expecting the one
+before it (``Nats-Expected-Last-Msg-Id``), so what is stored is always a prefix, in order.
+:attr:`NatsBroker.atomic_batch` (and :meth:`NatsBroker.health`) says which is in force.
+
+Subscriptions are ephemeral push consumers with flow control and heartbeats (no acks),
+recreated from the last delivered sequence when the connection drops or a delivery is
+skipped; their messages are handled in a subscription callback, which keeps up with the
+publishers. Competing consumers are durable pull consumers named after the group.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
+import re
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
 import nats.js.errors
+import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -60,8 +79,23 @@ from .backoff import Backoff
 from .errors import PublishError
 from .feed import Emit, TaskFeeds, raise_if_cancelled
 from .follow import FollowingBroker
+from .foreign import SkippedEntries, UnreadableEntry, read_entry
 from .livestart import LiveStarts, Pin
-from .positions import check_since, last_hole
+from .nats_wire import (
+    ATOMIC_BATCH_MAX,
+    Delivery,
+    Holes,
+    Step,
+    atomic_capable,
+    batch_chunks,
+    batch_headers,
+    batch_positions,
+    hole_between,
+    holes_from,
+    judge,
+    parse_ack_reply,
+)
+from .positions import check_since
 from .url import BrokerSettings
 
 __all__ = ["NatsBroker"]
@@ -71,10 +105,27 @@ _TRANSIENT = (nats.errors.Error, asyncio.TimeoutError, OSError)
 # Subjects at the per-subject limit looked up for their first message when resuming; past
 # this many, every deleted sequence after ``since`` counts (a gap reported early, never late).
 _MAX_SUBJECT_LOOKUPS = 256
+# JetStream API error codes (nats-server's errors.json).
+_WRONG_LAST_MSG_ID = 10070
+_ATOMIC_DISABLED = 10174
+_ATOMIC_TOO_LARGE = 10199
+_ATOMIC_DUPLICATE = 10201
+_MSG_ID = "Nats-Msg-Id"
+_EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
+
+T = TypeVar("T")
 
 
 class _Reset(Exception):
     """The push consumer lost its place (missed heartbeats, a skipped delivery)."""
+
+
+class _NotAtomic(Exception):
+    """The server will not take this batch atomically (disabled, duplicate ids, too large)."""
+
+    def __init__(self, reason: str, limit: int | None = None) -> None:
+        super().__init__(reason)
+        self.limit = limit
 
 
 async def _log_client_error(exc: Exception) -> None:
@@ -87,11 +138,17 @@ def epoch_of(info: StreamInfo) -> str:
     return hashlib.sha1(f"{info.config.name}|{created}".encode()).hexdigest()[:8]
 
 
+def _raise_for(reply: dict[str, Any]) -> None:
+    """Raise the JetStream API error a reply carries, if any."""
+    if "error" in reply:
+        nats.js.errors.APIError.from_error(reply["error"])
+
+
 class NatsBroker(FollowingBroker):
     """Events in a JetStream stream, shared by every process that names the same stream.
 
     >>> async def demo():  # doctest: +SKIP
-    ...     broker = NatsBroker("nats://127.0.0.1:4222", stream="chat")
+    ...     broker = await NatsBroker("nats://127.0.0.1:4222", stream="chat").connect()
     ...     pos = await broker.apublish("chat.lobby.msg", {"text": "hi"})
     ...     await broker.close()
     ...     return pos.offset
@@ -114,10 +171,19 @@ class NatsBroker(FollowingBroker):
         self.heartbeat = heartbeat
         self.publish_attempts = publish_attempts
         self.timeout = timeout
+        self.skipped = SkippedEntries(f"nats://{stream}")
+        """Unreadable messages (another producer's) that readers skipped: ``.count``."""
+        self.atomic_batch = False
+        """Whether ``apublish_many`` is atomic: the server is 2.12+ and the stream
+        accepts atomic batches (known after the first round trip, e.g. :meth:`connect`)."""
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
         self._epoch = ""
+        self._per_subject = 0  # the stream's max_msgs_per_subject (0: none)
+        self._every_subject = ""  # the pattern that takes every subject of the stream
+        self._atomic_asked = False  # enabling allow_atomic on an existing stream: tried
+        self._batch_limit = ATOMIC_BATCH_MAX
         self._feeds = TaskFeeds()
         self._live = LiveStarts()
 
@@ -126,7 +192,7 @@ class NatsBroker(FollowingBroker):
         return cls(settings.server, settings.stream, settings.retention, settings.ack_wait)
 
     # -- connection ---------------------------------------------------------------
-    def _stream_config(self) -> StreamConfig:
+    def _stream_config(self, atomic: bool = False) -> StreamConfig:
         r = self.retention
         return StreamConfig(
             name=self.stream,
@@ -138,10 +204,12 @@ class NatsBroker(FollowingBroker):
             max_age=r.max_age or 0,
             max_msgs_per_subject=r.max_per_subject or -1,
             duplicate_window=120.0,
+            allow_atomic=True if atomic else None,
         )
 
     async def connect(self) -> NatsBroker:
-        """Connect (reconnecting forever once connected) and create the stream if missing."""
+        """Connect (reconnecting forever once connected) and create the stream if missing,
+        so that other producers can publish into it as soon as this returns."""
         await self._info()
         return self
 
@@ -166,14 +234,52 @@ class NatsBroker(FollowingBroker):
             assert self._js is not None
             return self._nc, self._js
 
+    @staticmethod
+    def _server_atomic(nc: Client) -> bool:
+        version = nc.connected_server_version
+        return atomic_capable(version.major, version.minor)
+
     async def _info(self) -> StreamInfo:
-        _, js = await self._client()
+        nc, js = await self._client()
         try:
             info = await js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
-            info = await js.add_stream(self._stream_config())
-        self._epoch = epoch_of(info)
+            info = await js.add_stream(self._stream_config(self._server_atomic(nc)))
+        if not info.config.allow_atomic and not self._atomic_asked and self._server_atomic(nc):
+            self._atomic_asked = True
+            info = await self._allow_atomic(nc) or info
+        self._note(info, nc)
         return info
+
+    def _note(self, info: StreamInfo, nc: Client) -> None:
+        config = info.config
+        self._epoch = epoch_of(info)
+        self.atomic_batch = bool(config.allow_atomic) and self._server_atomic(nc)
+        self._per_subject = max(config.max_msgs_per_subject or 0, 0)
+        self._every_subject = ">" if config.subjects == [f"{self.stream}.>"] else ""
+
+    async def _allow_atomic(self, nc: Client) -> StreamInfo | None:
+        """Turn on ``allow_atomic`` in an existing stream (created by an older server or
+        another client), changing nothing else: the server's own JSON config is sent back
+        (nats-py's ``StreamConfig`` would drop fields it does not know)."""
+        try:
+            raw = await self._api(nc, f"STREAM.INFO.{self.stream}", {})
+            config = {**raw["config"], "allow_atomic": True}
+            reply = await self._api(nc, f"STREAM.UPDATE.{self.stream}", config)
+        except (*_TRANSIENT, KeyError) as exc:
+            log.warning("stream %s: cannot enable atomic batch publish: %r", self.stream, exc)
+            return None
+        info: StreamInfo = StreamInfo.from_response(reply)
+        return info
+
+    async def _api(self, nc: Client, what: str, request: dict[str, Any]) -> dict[str, Any]:
+        """One JetStream API request nats-py has no method for; raises its error."""
+        msg = await nc.request(
+            f"$JS.API.{what}", json.dumps(request).encode(), timeout=self.timeout
+        )
+        reply: dict[str, Any] = orjson.loads(msg.data)
+        _raise_for(reply)
+        return reply
 
     @property
     def epoch(self) -> str:
@@ -185,6 +291,32 @@ class NatsBroker(FollowingBroker):
         info = await self._info()
         return Position(epoch_of(info), info.state.last_seq)
 
+    async def health(self) -> dict[str, Any]:
+        """The broker's state for ``/healthz``; never raises, answers within ``timeout``.
+
+        ``{"connected", "stream", "epoch", "atomic_batch", "messages"}`` (``connected``
+        means the stream answered; when it did not, an ``"error"`` says why).
+        """
+        state: dict[str, Any] = {
+            "connected": False,
+            "stream": self.stream,
+            "epoch": self._epoch,
+            "atomic_batch": self.atomic_batch,
+            "messages": 0,
+        }
+        try:
+            info = await asyncio.wait_for(self._info(), self.timeout)
+        except Exception as exc:  # unreachable, timed out, refused: all reported, never raised
+            state["error"] = str(exc) or type(exc).__name__
+            return state
+        state.update(
+            connected=True,
+            epoch=epoch_of(info),
+            atomic_batch=self.atomic_batch,
+            messages=info.state.messages,
+        )
+        return state
+
     def _wire(self, subject: str) -> str:
         return f"{self.stream}.{subject}"
 
@@ -195,52 +327,67 @@ class NatsBroker(FollowingBroker):
         Retries with backoff (the server drops duplicates by event id), then raises
         :class:`~adapters.brokers.errors.PublishError`; so does any broker-side refusal.
         """
-        return (await self.apublish_many(subject, [event]))[0]
+        validate_subject(subject)
+        e = event if isinstance(event, Event) else Event.create(event)
+        payload = e.encode()
+        with self._live.publishing() as note:
+            pos = await self._store(subject, e.id, payload)
+            note((pos,))
+        return pos
 
     async def apublish_many(self, subject: str, events: Sequence[Event | Any]) -> list[Position]:
-        """Store a batch, in order; returns the positions once JetStream acknowledged each.
+        """Store a batch, in order; returns the positions once JetStream acknowledged it.
 
-        Best effort, not atomic: nats-py has no atomic batch, so events are published one
-        after another (each retried, deduplicated by event id). When one fails the rest are
-        not sent and :class:`~adapters.brokers.errors.PublishError` names the positions
-        stored before it in ``committed``. An event that cannot be encoded raises
-        :class:`~streams.EventError` before anything is sent. Positions increase; other
-        publishers' events may land between them.
+        Atomic where :attr:`atomic_batch` holds (NATS server 2.12+): the batch is stored
+        whole and contiguous, or not at all (``committed`` is then empty); a batch larger
+        than the server's limit (1,000 messages by default) is split into atomic parts
+        stored in order, and ``committed`` names the parts stored before a failure.
+        Otherwise best effort: the events are pipelined, each expecting the one before it
+        as the stream's last message, so another publisher's message arriving in between
+        only restarts the chain there; when one fails the rest are not stored and
+        :class:`~adapters.brokers.errors.PublishError` names the positions stored before it
+        in ``committed``. Either way retries are deduplicated by event id, an event that
+        cannot be encoded raises :class:`~streams.EventError` before anything is sent, and
+        positions increase.
         """
         validate_subject(subject)
         batch = [e if isinstance(e, Event) else Event.create(e) for e in events]
         payloads = [e.encode() for e in batch]
+        ids = [e.id for e in batch]
         positions: list[Position] = []
         with self._live.publishing() as note:
-            for event, payload in zip(batch, payloads, strict=True):
-                try:
-                    pos = await self._store(subject, event.id, payload)
-                except PublishError as exc:
-                    if len(batch) > 1:
-                        exc = PublishError(
-                            f"{exc} ({len(positions)} of {len(batch)} events stored before)",
-                            committed=positions,
-                        )
-                    raise exc from exc.__cause__
-                positions.append(pos)
-                note((pos,))
+            try:
+                if len(batch) == 1:
+                    positions.append(await self._store(subject, ids[0], payloads[0]))
+                elif batch:
+                    await self._ready(subject)
+                    store = self._store_atomic if self.atomic_batch else self._store_chained
+                    await store(subject, ids, payloads, positions)
+            except PublishError as exc:
+                if len(batch) > 1:
+                    exc = PublishError(
+                        f"{exc} ({len(positions)} of {len(batch)} events stored before)",
+                        committed=positions,
+                    )
+                raise exc from exc.__cause__
+            finally:
+                note(positions)
         return positions
 
-    async def _store(self, subject: str, msg_id: str, payload: bytes) -> Position:
-        backoff = Backoff()
-        for attempt in range(1, self.publish_attempts + 1):
+    async def _ready(self, subject: str) -> None:
+        """Know the stream (and so whether batches are atomic) before a batch."""
+        if not self._epoch:
+            await self._retrying(subject, self._client)
+
+    async def _retrying(self, subject: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()`` (after learning the stream if needed), retried with backoff while
+        the failure is transient; every failure ends as a :class:`PublishError`."""
+        backoff: Backoff | None = None  # made on the first failure only (seeds from urandom)
+        for n in range(1, self.publish_attempts + 1):
             try:
                 if not self._epoch:
                     await self._info()
-                _, js = await self._client()
-                ack = await js.publish(
-                    self._wire(subject),
-                    payload,
-                    timeout=self.timeout,
-                    stream=self.stream,
-                    headers={"Nats-Msg-Id": msg_id},
-                )
-                return Position(self._epoch, ack.seq)
+                return await attempt()
             except nats.js.errors.NoStreamResponseError:
                 self._epoch = ""  # the stream is gone: recreate it (new epoch) and retry
                 last: Exception = PublishError(f"stream {self.stream!r} is missing")
@@ -251,11 +398,156 @@ class NatsBroker(FollowingBroker):
                 raise PublishError(f"publish to {subject!r} refused by NATS: {exc}") from exc
             except _TRANSIENT as exc:
                 last = exc
+            except (PublishError, _NotAtomic):
+                raise
             except Exception as exc:  # anything else from the client is a failed publish too
                 raise PublishError(f"publish to {subject!r} failed: {exc!r}") from exc
-            if attempt < self.publish_attempts:
+            if n < self.publish_attempts:
+                backoff = backoff or Backoff()
                 await asyncio.sleep(backoff.next())
         raise PublishError(f"publish to {subject!r} not acknowledged by NATS: {last}") from last
+
+    async def _store(self, subject: str, msg_id: str, payload: bytes) -> Position:
+        async def attempt() -> Position:
+            _, js = await self._client()
+            ack = await js.publish(
+                self._wire(subject),
+                payload,
+                timeout=self.timeout,
+                stream=self.stream,
+                headers={_MSG_ID: msg_id},
+            )
+            return Position(self._epoch, ack.seq)
+
+        return await self._retrying(subject, attempt)
+
+    async def _store_chained(
+        self, subject: str, ids: list[str], payloads: list[bytes], positions: list[Position]
+    ) -> None:
+        """Best effort, pipelined: appends each stored event's position to ``positions``.
+
+        Every message but the first of a chain carries ``Nats-Expected-Last-Msg-Id`` (the
+        id before it), so the server stores a message only right after its predecessor:
+        what is stored is a prefix, in order, even with all of them in flight. Where the
+        chain breaks (another publisher's message came first) a new chain starts; any
+        other failure falls back to one retried publish at a time from there.
+        """
+        start = len(positions)
+        restarts = 0
+        while start < len(ids) and restarts <= self.publish_attempts:
+            stored, failure = await self._send_chain(subject, ids, payloads, start)
+            positions.extend(Position(self._epoch, seq) for seq in stored)
+            start += len(stored)
+            if failure is None:
+                return
+            wrong_last = isinstance(failure, nats.js.errors.APIError) and (
+                failure.err_code == _WRONG_LAST_MSG_ID
+            )
+            if not wrong_last:
+                break
+            restarts += 1
+        for i in range(len(positions), len(ids)):
+            positions.append(await self._store(subject, ids[i], payloads[i]))
+
+    async def _send_chain(
+        self, subject: str, ids: list[str], payloads: list[bytes], start: int
+    ) -> tuple[list[int], BaseException | None]:
+        """Publish ``start:`` as one chain, then wait for the acknowledgements: the stream
+        sequences of the acknowledged prefix, and what stopped it (``None``: all stored)."""
+        pending: list[asyncio.Future[Any]] = []
+        try:
+            _, js = await self._client()
+            wire = self._wire(subject)
+            for i in range(start, len(ids)):
+                headers = {_MSG_ID: ids[i]}
+                if i > start:
+                    headers[_EXPECTED_LAST_MSG_ID] = ids[i - 1]
+                pending.append(await js.publish_async(wire, payloads[i], headers=headers))
+        except Exception as exc:  # not all sent: settle what was, then go one by one
+            if pending:
+                await asyncio.wait(pending, timeout=self.timeout)
+            for future in pending:
+                if future.done() and not future.cancelled():
+                    future.exception()
+                else:
+                    future.cancel()
+            return [], exc
+        _, late = await asyncio.wait(pending, timeout=self.timeout)
+        for future in late:
+            future.cancel()
+        stored: list[int] = []
+        for future in pending:
+            if future.cancelled():
+                return stored, TimeoutError()
+            failure = future.exception()
+            if failure is not None:
+                for rest in pending:  # retrieve every outcome: no "never retrieved" warnings
+                    if rest.done() and not rest.cancelled():
+                        rest.exception()
+                return stored, failure
+            stored.append(future.result().seq)
+        return stored, None
+
+    async def _store_atomic(
+        self, subject: str, ids: list[str], payloads: list[bytes], positions: list[Position]
+    ) -> None:
+        """Atomic batches (ADR-50), in parts of at most the server's limit; appends the
+        positions of each part once committed."""
+        while len(positions) < len(ids):
+            done = len(positions)
+            for part in batch_chunks(len(ids) - done, self._batch_limit):
+                lo, hi = done + part.start, done + part.stop
+                try:
+                    send = functools.partial(self._send_batch, subject, ids[lo:hi], payloads[lo:hi])
+                    seqs = await self._retrying(subject, send)
+                except _NotAtomic as exc:
+                    if exc.limit is not None and exc.limit < self._batch_limit:
+                        self._batch_limit = max(exc.limit, 1)
+                        break  # split again, smaller
+                    # Duplicates (a retried batch that was committed) or atomic turned off:
+                    # one at a time returns the positions stored before and stores the rest.
+                    for i in range(lo, hi):
+                        positions.append(await self._store(subject, ids[i], payloads[i]))
+                    continue
+                positions.extend(Position(self._epoch, seq) for seq in seqs)
+
+    async def _send_batch(self, subject: str, ids: list[str], payloads: list[bytes]) -> range:
+        """Send one atomic batch and commit it; the stream sequences it got."""
+        nc, _ = await self._client()
+        limit = nc.max_payload
+        for payload in payloads:  # refuse before staging anything
+            if len(payload) > limit:
+                raise nats.errors.MaxPayloadError(f"{len(payload)} bytes > max_payload {limit}")
+        wire = self._wire(subject)
+        batch_id = uuid.uuid4().hex
+        last = len(payloads)
+        for n, (msg_id, payload) in enumerate(zip(ids[:-1], payloads[:-1], strict=True), 1):
+            await nc.publish(wire, payload, headers=batch_headers(batch_id, n, False, msg_id))
+        try:
+            msg = await nc.request(
+                wire,
+                payloads[-1],
+                timeout=self.timeout,
+                headers=batch_headers(batch_id, last, True, ids[-1]),
+            )
+        except nats.errors.NoRespondersError:
+            raise nats.js.errors.NoStreamResponseError from None
+        reply = orjson.loads(msg.data)
+        try:
+            _raise_for(reply)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == _ATOMIC_TOO_LARGE:
+                size = re.search(r"(\d+)\s*$", exc.description or "")
+                raise _NotAtomic(
+                    "batch too large", int(size.group(1)) if size else last // 2
+                ) from exc
+            if exc.err_code == _ATOMIC_DUPLICATE:
+                raise _NotAtomic("batch holds an event stored before") from exc
+            if exc.err_code == _ATOMIC_DISABLED:
+                self.atomic_batch = False
+                raise _NotAtomic("atomic publish disabled on the stream") from exc
+            raise
+        return batch_positions(int(reply["seq"]), int(reply.get("count") or last))
 
     # -- reading ------------------------------------------------------------------
     async def _earliest(self, pattern: str, info: StreamInfo) -> Position | None:
@@ -279,14 +571,15 @@ class NatsBroker(FollowingBroker):
         if gap is not None:
             raise GapError(since, await self._earliest(pattern, info), gap.reason)
         if state.num_deleted:
-            hole = await self._last_hole(since.offset, pattern, info)
+            holes = await self._holes(pattern)
+            hole = hole_between(since.offset, state.last_seq + 1, holes)
             if hole is not None:
                 raise GapError(since, Position(epoch_of(info), hole + 1), "events were evicted")
         return info
 
-    async def _last_hole(self, since: int, pattern: str, info: StreamInfo) -> int | None:
-        """The newest sequence after ``since`` deleted from the middle of the log that may
-        have held an event of ``pattern`` (see :func:`.positions.last_hole`), or ``None``.
+    async def _holes(self, pattern: str, covers: int = 0) -> Holes:
+        """What the stream lost from the middle of its log that may have held an event of
+        ``pattern`` (see :class:`.nats_wire.Holes` and :func:`.positions.last_hole`).
 
         nats-py's ``stream_info`` cannot ask for ``deleted_details``, so this sends the
         JetStream API request itself, paging through the matching subjects' counts.
@@ -300,38 +593,45 @@ class NatsBroker(FollowingBroker):
                 "subjects_filter": self._wire(pattern),
                 "offset": len(counts),
             }
-            msg = await nc.request(
-                f"$JS.API.STREAM.INFO.{self.stream}",
-                json.dumps(request).encode(),
-                timeout=self.timeout,
-            )
-            reply = json.loads(msg.data)
-            if "error" in reply:
-                raise nats.js.errors.APIError.from_error(reply["error"])
+            reply = await self._api(nc, f"STREAM.INFO.{self.stream}", request)
             state = reply.get("state", {})
             deleted = state.get("deleted") or deleted
             seen = len(counts)
             counts.update(state.get("subjects") or {})
             if len(counts) == seen or len(counts) >= int(reply.get("total", 0)):
                 break
-        after = [d for d in deleted if d > since]
-        if not after:
-            return None
-        limit = info.config.max_msgs_per_subject or -1
+        first_seq = int(state.get("first_seq") or 0)
+        limit = int(reply.get("config", {}).get("max_msgs_per_subject") or -1)
         full = [subject for subject, n in counts.items() if limit > 0 and n >= limit]
-        if limit <= 0 or len(full) > _MAX_SUBJECT_LOOKUPS:
-            return last_hole(since, after, None)  # holes not from the limit: any may matter
-        newest = max(after)
+        if not deleted or limit <= 0 or len(full) > _MAX_SUBJECT_LOOKUPS:
+            return holes_from(deleted, None, first_seq, covers)  # any hole may matter
+        newest = max(deleted)
         before = 0
         for subject in full:
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 first = await js.get_msg(
-                    self.stream, seq=max(info.state.first_seq, 1), subject=subject, next=True
+                    self.stream, seq=max(first_seq, 1), subject=subject, next=True
                 )
                 before = max(before, first.seq or 0)
             if before > newest:
-                break  # every hole after since lies before it: no need to look further
-        return last_hole(since, after, before)
+                break  # every hole lies before it: no need to look further
+        return holes_from(deleted, before, first_seq, covers)
+
+    def _read(self, msg: Msg, d: Delivery, epoch: str, strip: int) -> Event | None:
+        """The event a delivered message stands for, or ``None`` (unreadable: counted)."""
+        headers = msg.headers
+        try:
+            return read_entry(
+                msg.data,
+                msg.subject[strip:],
+                Position(epoch, d.stream_seq),
+                source=f"nats://{self.stream}",
+                msg_id=headers.get(_MSG_ID) if headers else None,
+                timestamp=d.timestamp,
+            )
+        except UnreadableEntry as exc:
+            self.skipped.note(exc)
+            return None
 
     async def _follow(
         self, pattern: str, since: Position | None, emit: Emit, pin: Pin | None = None
@@ -357,8 +657,9 @@ class NatsBroker(FollowingBroker):
     async def _push(
         self, pattern: str, cursor: list[Position], emit: Emit, backoff: Backoff
     ) -> None:
-        """Run one ephemeral push consumer from ``cursor[0]``, advancing it per event; raises
-        :class:`_Reset` (or a connection error) when the consumer must be recreated.
+        """Run one ephemeral push consumer from ``cursor[0]``, advancing it per delivery
+        (also past an unreadable one); raises :class:`_Reset` (or a connection error) when
+        the consumer must be recreated, :class:`~streams.GapError` when events were lost.
 
         Messages are handled in a subscription callback, which nats-py calls in a loop that
         drains its pending queue without yielding; ``sub.next_msg`` instead costs two tasks
@@ -373,44 +674,66 @@ class NatsBroker(FollowingBroker):
         last = cursor[0].offset
         delivered = 0
         seen = loop.time()
+        every_subject = pattern == self._every_subject
+        per_subject = self._per_subject
+        holes: Holes | None = None
 
         def fail(exc: BaseException) -> None:
             if not failed.done():
                 failed.set_exception(exc)
 
+        def gap(hole: int) -> GapError:
+            return GapError(Position(epoch, last), Position(epoch, hole + 1), "events were evicted")
+
         async def on_message(msg: Msg) -> None:
-            nonlocal last, delivered, seen
+            nonlocal last, delivered, seen, holes
             if failed.done():
                 return
             seen = loop.time()
             try:
-                if JetStreamContext.is_status_msg(msg):
-                    headers = msg.headers or {}
-                    stalled = headers.get(Header.CONSUMER_STALLED)
-                    if msg.reply:
-                        await nc.publish(msg.reply, b"")  # flow control answer
-                    elif stalled:
-                        await nc.publish(stalled, b"")
-                    # An idle heartbeat names the last delivery: if it never reached us
-                    # (lost in a dropped connection, with nothing after it), start over.
-                    sent = headers.get(Header.LAST_CONSUMER)
-                    if sent is not None and int(sent) > delivered:
-                        raise _Reset("a heartbeat shows a delivery that never arrived")
-                    backoff.reset()
+                d = parse_ack_reply(msg.reply) if msg.reply else None
+                if d is None:
+                    await on_status(msg)
                     return
-                meta = msg.metadata
-                if meta.sequence.consumer != delivered + 1:
+                step = judge(
+                    last, delivered, d, every_subject=every_subject, per_subject=per_subject
+                )
+                if step is Step.RESET:
                     raise _Reset("a delivery was skipped")
-                delivered = meta.sequence.consumer
-                seq = meta.sequence.stream
-                if seq <= last:
+                delivered = d.consumer_seq
+                if step is Step.STALE:
                     return
-                event = Event.decode(msg.data).stamped(msg.subject[strip:], f"{epoch}-{seq}")
-                last = seq
-                cursor[0] = Position(epoch, seq)
-                emit(event)
-            except Exception as exc:  # a reset, a connection error or the observer's own
+                if step is Step.HOLE:
+                    raise gap(d.stream_seq - 1)
+                if step is Step.VERIFY:
+                    if holes is None or d.consumer_seq > holes.covers:
+                        holes = await self._holes(pattern, d.consumer_seq + sub.pending_msgs)
+                    hole = hole_between(last, d.stream_seq, holes)
+                    if hole is not None:
+                        raise gap(hole)
+                last = d.stream_seq
+                cursor[0] = Position(epoch, last)
+                event = self._read(msg, d, epoch, strip)
+                if event is not None:
+                    emit(event)
+            except Exception as exc:  # a reset, a gap, a connection error or the observer's
                 fail(exc)
+
+        async def on_status(msg: Msg) -> None:
+            headers = msg.headers
+            if not headers or not headers.get(Header.STATUS):
+                return  # not JetStream's: ignore
+            stalled = headers.get(Header.CONSUMER_STALLED)
+            if msg.reply:
+                await nc.publish(msg.reply, b"")  # flow control answer
+            elif stalled:
+                await nc.publish(stalled, b"")
+            # An idle heartbeat names the last delivery: if it never reached us
+            # (lost in a dropped connection, with nothing after it), start over.
+            sent = headers.get(Header.LAST_CONSUMER)
+            if sent is not None and int(sent) > delivered:
+                raise _Reset("a heartbeat shows a delivery that never arrived")
+            backoff.reset()
 
         inbox = nc.new_inbox()
         sub = await nc.subscribe(
@@ -466,7 +789,9 @@ class NatsBroker(FollowingBroker):
         Each batch is acknowledged only after ``handle`` returned; JetStream hands a batch
         left unacknowledged for ``ack_wait`` seconds to another member. A new group starts
         at the oldest retained event. Runs until ``stop`` is set; an exception from
-        ``handle`` ends it, leaving the batch for other members.
+        ``handle`` ends it, leaving the batch for other members. Unreadable messages
+        (another producer's) are acknowledged without being handled, and counted in
+        :attr:`skipped`.
         """
         validate_pattern(pattern)
         stop = stop or asyncio.Event()
@@ -500,13 +825,9 @@ class NatsBroker(FollowingBroker):
                 except nats.errors.TimeoutError:
                     continue
                 backoff.reset()
-                events = [
-                    Event.decode(m.data).stamped(
-                        m.subject[strip:], f"{epoch}-{m.metadata.sequence.stream}"
-                    )
-                    for m in msgs
-                ]
-                await handle(events)
+                events = self._read_all(msgs, epoch, strip)
+                if events:
+                    await handle(events)
                 for m in msgs:
                     await m.ack()
                 nc, _ = await self._client()
@@ -515,6 +836,15 @@ class NatsBroker(FollowingBroker):
                 log.warning("worker %s: %r; reconnecting", group, exc)
                 psub = None
                 await asyncio.sleep(backoff.next())
+
+    def _read_all(self, msgs: list[Msg], epoch: str, strip: int) -> list[Event]:
+        events = []
+        for m in msgs:
+            d = parse_ack_reply(m.reply) if m.reply else None
+            event = self._read(m, d, epoch, strip) if d is not None else None
+            if event is not None:
+                events.append(event)
+        return events
 
     async def drop(self) -> None:
         """Delete the stream (tests and tear-down)."""
