@@ -29,6 +29,7 @@ from streams import (
     GapError,
     MemoryBroker,
     OverflowPolicy,
+    Position,
     PublishError,
     SubjectError,
     to_async_iterator,
@@ -39,7 +40,7 @@ from streams import (
 from .asyncapi import asyncapi_document
 from .auth import ANYONE, Claims, authorize, token_from, verify_token
 from .config import ServerConfig
-from .delivery import Hub, StreamClient, WsClient, subscribe_client
+from .delivery import Hub, StreamClient, WsClient, live_start, subscribe_client
 from .disconnect import on_disconnect
 from .errors import ProtocolError
 from .framing import HEARTBEAT_NDJSON, HEARTBEAT_SSE, ndjson_chunk, sse_chunk
@@ -157,6 +158,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         since = parse_position(raw, "last_event_id") if raw else None
         policy = cfg.policy_for(pattern, request.query.get("overflow"))
         _admit(hub)
+        live_from = None if since is not None else await _live_from(request.app[BROKER], cfg)
     except ProtocolError as exc:
         return _error(exc, hub)
     ndjson = NDJSON_CT in request.headers.get("Accept", "")
@@ -171,7 +173,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     hub.add(client)
     on_disconnect(request, client.lost)
     try:
-        subscribe_client(client, request.app[BROKER], None, pattern, since)
+        subscribe_client(client, request.app[BROKER], None, pattern, since, None, live_from)
         if ndjson:
             await client.run(ndjson_chunk, HEARTBEAT_NDJSON)
         else:
@@ -214,6 +216,8 @@ async def poll_events(request: web.Request) -> web.Response:
         timeout = _number(request, "timeout", cfg.poll_timeout, 0, cfg.poll_max_timeout)
         limit = int(_number(request, "limit", cfg.poll_limit, 1, 10_000))
         _admit(hub)
+        if after is None:
+            after = await _live_from(broker, cfg)
     except ProtocolError as exc:
         return _error(exc, hub)
     got: list[Event] = []
@@ -287,6 +291,20 @@ def _unavailable(exc: Exception, cfg: ServerConfig, ref: str | None = None) -> P
         retry_after=cfg.overloaded_retry_after,
         committed=committed,
     )
+
+
+async def _live_from(broker: Broker, cfg: ServerConfig, ref: str | None = None) -> Position | None:
+    """:func:`~.delivery.live_start`, a broker failure answered as ``503 unavailable``."""
+    try:
+        return await live_start(broker)
+    except Exception as exc:
+        log.warning("broker did not answer where its log ends: %r", exc)
+        raise ProtocolError(
+            "unavailable",
+            f"the broker is unavailable: {exc}",
+            ref=ref,
+            retry_after=cfg.overloaded_retry_after,
+        ) from None
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -402,7 +420,7 @@ class _WsSession:
                 )
             op = parse_message(data)
             if isinstance(op, Subscribe):
-                self.subscribe(op)
+                await self.subscribe(op)
             elif isinstance(op, Unsubscribe):
                 handle = client.subs.pop(op.id, None)
                 if handle is None:
@@ -417,7 +435,7 @@ class _WsSession:
             hub.metrics.rejected.labels(exc.code).inc()
             client.send_control(exc.ws_message())
 
-    def subscribe(self, op: Subscribe) -> None:
+    async def subscribe(self, op: Subscribe) -> None:
         client = self.client
         if op.id in client.subs:
             raise ProtocolError("bad_request", f"subscription id {op.id!r} is in use", ref=op.id)
@@ -432,10 +450,16 @@ class _WsSession:
         except ProtocolError as exc:
             exc.ref = op.id
             raise
-        self.policies[op.id] = self.cfg.policy_for(op.pattern, op.overflow, op.id)
+        policy = self.cfg.policy_for(op.pattern, op.overflow, op.id)
+        broker = self.app[BROKER]
+        live_from = None if op.since is not None else await _live_from(broker, self.cfg, op.id)
+        if op.id in client.subs:  # the same id subscribed again while we waited
+            raise ProtocolError("bad_request", f"subscription id {op.id!r} is in use", ref=op.id)
+        self.policies[op.id] = policy
         self._apply_policy()
+        # Confirmed only once the start is known: every event stored from now on arrives.
         client.send_control(orjson.dumps({"op": "subscribed", "id": op.id}))
-        subscribe_client(client, self.app[BROKER], op.id, op.pattern, op.since, op.filter)
+        subscribe_client(client, broker, op.id, op.pattern, op.since, op.filter, live_from)
 
     async def publish(self, op: Publish) -> None:
         try:
@@ -463,21 +487,42 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """``{"status": "ok"}`` (503 ``shutting_down`` during graceful shutdown)."""
+    """``{"status": "ok", ...}`` with the broker's state; 503 ``shutting_down`` during
+    graceful shutdown and 503 ``broker_unavailable`` while a networked broker does not
+    answer (a load balancer sends clients to a server that can serve them)."""
     hub = request.app[HUB]
     broker = request.app[BROKER]
+    state = await _broker_state(broker, hub.config.broker_health_timeout)
+    status = "ok"
+    if hub.closing:
+        status = "shutting_down"
+    elif not state.get("connected", True):
+        status = "broker_unavailable"
     body = {
-        "status": "shutting_down" if hub.closing else "ok",
+        "status": status,
         "connections": hub.connections,
         "broker": type(broker).__name__,
-        "epoch": broker.epoch,
+        "epoch": state.get("epoch") or broker.epoch,
+        "broker_state": state,
     }
-    if hub.closing:
+    if status != "ok":
         retry = {"Retry-After": str(max(1, math.ceil(hub.config.overloaded_retry_after)))}
         return web.Response(
             status=503, body=orjson.dumps(body), content_type=JSON_CT, headers=retry
         )
     return web.Response(body=orjson.dumps(body), content_type=JSON_CT)
+
+
+async def _broker_state(broker: Broker, timeout: float) -> dict[str, Any]:
+    """What a networked broker reports of itself (``health()``), bounded by ``timeout``."""
+    health = getattr(broker, "health", None)
+    if health is None:
+        return {"connected": True, "epoch": broker.epoch}
+    try:
+        async with asyncio.timeout(timeout):
+            return dict(await health())
+    except Exception as exc:  # health() should not raise; a hang or a bug is "down"
+        return {"connected": False, "error": repr(exc)}
 
 
 async def asyncapi(request: web.Request) -> web.Response:
@@ -516,9 +561,25 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/asyncapi.json", asyncapi)
+    app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
+    app[HUB].metrics.watch_broker(app[BROKER])
     return app
+
+
+async def _on_startup(app: web.Application) -> None:
+    """Connect a networked broker now (its stream exists before the first client or
+    outside producer needs it). A broker that is down is not fatal: it is retried on use
+    and ``/healthz`` says so."""
+    connect = getattr(app[BROKER], "connect", None)
+    if connect is None:
+        return
+    try:
+        async with asyncio.timeout(app[CONFIG].broker_health_timeout * 2):
+            await connect()
+    except Exception as exc:
+        log.warning("broker not reachable at startup (retried on use): %r", exc)
 
 
 async def _on_shutdown(app: web.Application) -> None:

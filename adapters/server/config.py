@@ -52,6 +52,7 @@ class ServerConfig:
     poll_max_timeout: float = 60.0
     poll_limit: int = 100
     title: str = "rxstreams"
+    broker_health_timeout: float = 2.0  # /healthz waits this long for the broker's state
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "overflow", client_policy(self.overflow))

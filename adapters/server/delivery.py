@@ -26,7 +26,16 @@ from typing import Any
 from aiohttp import web
 from reactivex.abc import DisposableBase
 
-from streams import AsyncBuffer, Broker, Event, GapError, Overflow, OverflowPolicy, Position
+from streams import (
+    AsyncBuffer,
+    Broker,
+    Event,
+    GapError,
+    MemoryBroker,
+    Overflow,
+    OverflowPolicy,
+    Position,
+)
 
 from .config import ServerConfig
 from .framing import Item, Segment, count_events, gap_message, ws_frames, ws_payloads
@@ -40,6 +49,7 @@ __all__ = [
     "Topic",
     "WsClient",
     "item_size",
+    "live_start",
     "subscribe_client",
 ]
 
@@ -263,12 +273,16 @@ class SubHandle:
         self.last: Event | None = None  # the last event seen since then (delivered or filtered)
         self.gaps_left = _MAX_GAPS
 
-    def start(self, broker: Broker, since: Position | None) -> None:
+    def start(
+        self, broker: Broker, since: Position | None, live_from: Position | None = None
+    ) -> None:
+        """Subscribe after ``since`` (a resume), else live from ``live_from`` (where the
+        broker's log ended before the client was told it is subscribed)."""
         self.broker = broker
         if since is not None and not self.resumable:
             self.resumable = True
             self.client.replaying += 1
-        self._subscribe(since)
+        self._subscribe(since if since is not None else live_from)
 
     def _subscribe(self, since: Position | None) -> None:
         broker = self.broker
@@ -374,24 +388,41 @@ def subscribe_client(
     pattern: str,
     since: Position | None,
     flt: Callable[[Event], bool] | None = None,
+    live_from: Position | None = None,
 ) -> SubHandle | TopicHandle:
     """Feed ``client``'s queue from ``broker``.
 
     Live subscriptions without a filter join the pattern's shared :class:`Topic`; a
     resume (``since``) or a filter gets its own broker subscription, where a gap is
-    signalled and the replay continues from the earliest retained event.
+    signalled and the replay continues from the earliest retained event. ``live_from``
+    (see :func:`live_start`) makes a live subscription on a networked broker complete
+    from that position, whichever process stores the next event.
     """
     key = sub_id if sub_id is not None else ""
     if since is None and flt is None:
-        topic = client.hub.topic(broker, pattern)
+        topic = client.hub.topic(broker, pattern, live_from)
         handle: SubHandle | TopicHandle = TopicHandle(topic, client)
         client.subs[key] = handle
         topic.join(client)
         return handle
     sub = SubHandle(client, sub_id, pattern, flt)
     client.subs[key] = sub
-    sub.start(broker, since)
+    sub.start(broker, since, live_from)
     return sub
+
+
+async def live_start(broker: Broker) -> Position | None:
+    """Where a live subscription must start so that every event stored after the client
+    is told it is subscribed reaches it, whichever process stores it.
+
+    Call it *before* confirming (the ``subscribed`` op, SSE headers). The embedded broker
+    needs nothing (``None``): its ``subscribe()`` is live when it returns. A networked
+    broker's subscription starts in a task a little later, so it is given the position
+    where the log ended before the confirmation went out.
+    """
+    if isinstance(broker, MemoryBroker):
+        return None
+    return await broker.last_position()
 
 
 class Topic:
@@ -427,8 +458,8 @@ class Topic:
         self.first_at = 0.0
         self.disposable: DisposableBase | None = None
 
-    def start(self) -> None:
-        self.disposable = self.broker.subscribe(self.pattern).subscribe(
+    def start(self, live_from: Position | None = None) -> None:
+        self.disposable = self.broker.subscribe(self.pattern, live_from).subscribe(
             self.on_next, self.on_error, self.on_completed
         )
 
@@ -757,13 +788,14 @@ class Hub:
         if n:
             self.metrics.events_out.labels(transport).inc(n)
 
-    def topic(self, broker: Broker, pattern: str) -> Topic:
-        """The shared live subscription for ``pattern`` (made on first use)."""
+    def topic(self, broker: Broker, pattern: str, live_from: Position | None = None) -> Topic:
+        """The shared live subscription for ``pattern`` (made on first use, complete from
+        ``live_from``; an existing topic started earlier, so it is complete from there)."""
         key = (id(broker), pattern)
         topic = self.topics.get(key)
         if topic is None:
             topic = self.topics[key] = Topic(self, broker, pattern)
-            topic.start()
+            topic.start(live_from)
         return topic
 
     def mark(self, client: WsClient) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = ["ServerMetrics"]
 
@@ -74,6 +77,28 @@ class ServerMetrics:
         depth_b = Gauge("rxstreams_queue_depth_bytes", "Bytes queued for all clients", registry=r)
         depth_b.set_function(queued_bytes)
 
+    def watch_broker(self, broker: object) -> None:
+        """Export the broker's count of unreadable log entries it skipped (entries other
+        producers wrote that cannot become events; see :mod:`adapters.brokers.foreign`)."""
+        skipped = getattr(broker, "skipped", None)
+        if skipped is None:
+            return
+        self.registry.register(_SkippedCollector(skipped))
+
     def render(self) -> bytes:
         """The Prometheus text exposition."""
         return generate_latest(self.registry)
+
+
+class _SkippedCollector(Collector):
+    """``rxstreams_broker_entries_skipped_total``, read from the broker at each scrape."""
+
+    def __init__(self, skipped: Any) -> None:
+        self.skipped = skipped
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "rxstreams_broker_entries_skipped",
+            "Unreadable broker log entries skipped (once per subscription reading them)",
+            value=float(self.skipped.count),
+        )

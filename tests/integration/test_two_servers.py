@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,51 +19,9 @@ import pytest
 from tests.brokers.conftest import build, dispose, unique_stream
 from tests.brokers.services import require
 
+from .serving import GUARD, Server
+
 pytestmark = pytest.mark.broker
-
-ROOT = Path(__file__).parents[2]
-GUARD = 15.0  # turns a hang into a failure; never a timed assertion
-
-
-class Server:
-    """One ``rxstreams serve`` subprocess on a free port."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
-        self.proc = proc
-        self.url = url
-
-    @classmethod
-    async def start(cls, broker_url: str) -> Server:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "adapters.cli",
-            "serve",
-            "tests.integration.apps:idle",
-            "--port",
-            "0",
-            "--broker",
-            broker_url,
-            stdout=asyncio.subprocess.PIPE,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), GUARD)).decode()
-        if "serving on" not in line:
-            proc.kill()
-            await proc.wait()
-            raise AssertionError(f"rxstreams serve did not start: {line!r}")
-        return cls(proc, line.rsplit(" ", 1)[1].strip())
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), GUARD)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
 
 
 @pytest.fixture(params=["nats", "redis"])
