@@ -210,7 +210,12 @@ class RawNats(Side):
         import nats
         from nats.js.api import DiscardPolicy, RetentionPolicy, StreamConfig
 
-        self.nc = await nats.connect(self.url, connect_timeout=2, max_reconnect_attempts=1)
+        async def quiet(exc: Exception) -> None:  # a missing server is reported, not logged
+            pass
+
+        self.nc = await nats.connect(
+            self.url, connect_timeout=2, max_reconnect_attempts=1, error_cb=quiet
+        )
         self.js = self.nc.jetstream(timeout=2.0)
         await self.js.add_stream(
             StreamConfig(
@@ -350,7 +355,7 @@ class RawRedis(Side):
 
 
 # -- the paths ------------------------------------------------------------------------
-async def windowed(side: Side, items: list[Any], sink: Sink | None = None) -> float:
+async def windowed(side: Side, items: list[Any]) -> float:
     """Publish with ``WINDOW`` in flight; returns the elapsed seconds."""
     queue: Iterator[Any] = iter(items)
 
@@ -395,6 +400,7 @@ async def path_live(side: Side) -> float:
     items = side.items(EVENTS)
     stop = await side.follow(await side.mark(), sink)
     try:
+        await asyncio.sleep(0.05)  # rxstreams sets its consumer up in the background
         began = time.perf_counter()
         await windowed(side, items)
         last = await sink.wait()
