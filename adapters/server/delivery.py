@@ -202,6 +202,11 @@ class Client:
     def on_overflow(self) -> None:
         """The ``disconnect`` policy fired."""
 
+    def on_failure(self) -> None:
+        """A broker subscription failed for good: end the connection (streams end
+        gracefully: the queue is closed with the error; WebSockets override this)."""
+        self.on_overflow()
+
     def unsubscribe_all(self) -> None:
         for handle in self.subs.values():
             handle.dispose()
@@ -337,7 +342,7 @@ class SubHandle:
                 self._subscribe(exc.resume_from)
                 return
             client.queue.close(exc)
-            client.on_overflow()
+            client.on_failure()
 
         def on_completed() -> None:
             if not self.disposed and gen == self.gen:
@@ -401,9 +406,9 @@ def subscribe_client(
     key = sub_id if sub_id is not None else ""
     if since is None and flt is None:
         topic = client.hub.topic(broker, pattern, live_from)
-        handle: SubHandle | TopicHandle = TopicHandle(topic, client)
+        handle: SubHandle | TopicHandle = TopicHandle(topic, client, sub_id)
         client.subs[key] = handle
-        topic.join(client)
+        topic.join(client, sub_id)
         return handle
     sub = SubHandle(client, sub_id, pattern, flt)
     client.subs[key] = sub
@@ -438,7 +443,9 @@ class Topic:
         "dirty",
         "disposable",
         "first_at",
+        "gaps_left",
         "hub",
+        "ids",
         "late",
         "members",
         "pattern",
@@ -451,6 +458,8 @@ class Topic:
         self.broker = broker
         self.pattern = pattern
         self.members: dict[Client, int] = {}  # client -> its subscriptions to this pattern
+        self.ids: dict[Client, list[str | None]] = {}  # their ids, named in gap notices
+        self.gaps_left = _MAX_GAPS
         self.late: dict[Client, int] = {}  # joined after events of this iteration arrived
         self.pending: list[Event] = []
         self.pending_bytes = 0
@@ -463,6 +472,18 @@ class Topic:
             self.on_next, self.on_error, self.on_completed
         )
 
+    def _follow_gap(self, gap: GapError) -> None:
+        """History was lost under the live subscription (a recreated stream, a limit that
+        deleted what it had not read yet): every member is told, and the topic goes on
+        from the earliest retained event."""
+        self.gaps_left -= 1
+        for client, ids in self.ids.items():
+            for sub_id in ids:
+                msg = gap_message(gap, sub_id)
+                client.keep(msg, len(msg))
+        self.disposable = None
+        self.start(gap.resume_from)
+
     def on_next(self, event: Event) -> None:
         try:
             size = len(event.encode())
@@ -471,6 +492,7 @@ class Topic:
             return
         if not self.pending:
             self.first_at = self.hub.loop.time()
+        self.gaps_left = _MAX_GAPS
         self.pending.append(event)
         self.pending_bytes += size
         if not self.dirty:
@@ -478,9 +500,13 @@ class Topic:
             self.hub.mark_topic(self)
 
     def on_error(self, exc: Exception) -> None:
+        if isinstance(exc, GapError) and self.gaps_left > 0 and self.members:
+            self._follow_gap(exc)
+            return
+        log.warning("live subscription to %s failed: %r", self.pattern, exc)
         for client in list(self.members):
             client.queue.close(exc)
-            client.on_overflow()
+            client.on_failure()
         self.close()
 
     def on_completed(self) -> None:
@@ -488,25 +514,30 @@ class Topic:
             client.queue.close()
         self.close()
 
-    def join(self, client: Client) -> None:
+    def join(self, client: Client, sub_id: str | None = None) -> None:
         n = self.members.get(client, 0)
         self.members[client] = n + 1
+        self.ids.setdefault(client, []).append(sub_id)
         if not n and self.pending:
             self.late[client] = len(self.pending)
 
-    def leave(self, client: Client) -> None:
+    def leave(self, client: Client, sub_id: str | None = None) -> None:
         """One of ``client``'s subscriptions ends; it stays a member while it has others."""
         n = self.members.get(client, 0)
         if n > 1:
             self.members[client] = n - 1
+            with contextlib.suppress(ValueError):
+                self.ids[client].remove(sub_id)
             return
         self.members.pop(client, None)
+        self.ids.pop(client, None)
         self.late.pop(client, None)
         if not self.members:
             self.close()
 
     def close(self) -> None:
         self.members.clear()
+        self.ids.clear()
         self.hub.topics.pop((id(self.broker), self.pattern), None)
         if self.disposable is not None:
             self.disposable.dispose()
@@ -548,17 +579,18 @@ class Topic:
 class TopicHandle:
     """A client's membership in a :class:`Topic`."""
 
-    __slots__ = ("client", "disposed", "topic")
+    __slots__ = ("client", "disposed", "id", "topic")
 
-    def __init__(self, topic: Topic, client: Client) -> None:
+    def __init__(self, topic: Topic, client: Client, sub_id: str | None = None) -> None:
         self.topic = topic
         self.client = client
+        self.id = sub_id
         self.disposed = False
 
     def dispose(self) -> None:
         if not self.disposed:
             self.disposed = True
-            self.topic.leave(self.client)
+            self.topic.leave(self.client, self.id)
 
 
 class WsClient(Client):
@@ -654,6 +686,13 @@ class WsClient(Client):
         if self.closing is None:
             self.unsubscribe_all()
             self.closing = self.hub.loop.create_task(self.close(1008, b"consumer too slow"))
+
+    def on_failure(self) -> None:
+        if self.closing is None:
+            self.unsubscribe_all()
+            self.closing = self.hub.loop.create_task(
+                self.close(1011, b"broker subscription failed")
+            )
 
     async def close(self, code: int, message: bytes) -> None:
         """Close with ``code``; a peer that does not read is cut off after a short wait."""
