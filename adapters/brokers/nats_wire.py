@@ -35,6 +35,7 @@ __all__ = [
     "batch_headers",
     "batch_positions",
     "hole_between",
+    "holes_from",
     "judge",
     "parse_ack_reply",
 ]

@@ -3,18 +3,24 @@ messages wherever they lie, and a subscriber resuming before them must hear of i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import nats
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from reactivex import operators as ops
 
 from adapters.brokers.positions import last_hole
-from streams import GapError, Position, Retention
+from streams import Event, GapError, Position, Retention
 
 from .conftest import Collector, build, dispose
 
+GUARD = 20.0  # turns a hang into a failure; never a timed assertion
 LIMIT = 3
 PER_SUBJECT = Retention(max_events=None, max_bytes=None, max_age=None, max_per_subject=LIMIT)
 
@@ -126,3 +132,105 @@ def test_last_hole_never_misses_a_matching_deletion_and_is_stable(
     if hole is not None:
         assert hole in deleted and hole > since
         assert hole_for(hole, retained, deleted, limit, pick) is None  # no second gap
+
+
+# -- deletions while a subscription is already reading past its position ----------------
+
+BACKLOG = 6000  # x 2 KB: more than the server sends before waiting on flow control
+FILLER = "x" * 2000
+
+
+async def store_backlog(url: str, stream: str) -> None:
+    """``q.f.<i>`` (a subject each, so none reaches the limit), pipelined with nats-py."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        acks = [
+            await js.publish_async(f"{stream}.q.f.{i}", orjson.dumps({"n": i, "pad": FILLER}))
+            for i in range(BACKLOG)
+        ]
+        await asyncio.wait_for(asyncio.gather(*acks), GUARD)
+    finally:
+        await nc.close()
+
+
+def publish_elsewhere(url: str, stream: str, subjects: list[str]) -> None:
+    """Another process's producer (plain nats-py, in a thread with its own loop)."""
+
+    async def run() -> None:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            for subject in subjects:
+                await js.publish(f"{stream}.{subject}", orjson.dumps({"n": subject}))
+        finally:
+            await nc.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.broker
+async def test_a_per_subject_limit_deleting_ahead_of_a_reading_subscriber_is_a_gap() -> None:
+    """Three subscribers replay a long backlog; once each has its first event, the event
+    loop stalls (so the server waits on flow control, far behind them) while another
+    producer stores two more ``q.a`` messages: the limit of 2 deletes the two at the
+    backlog's end before any subscriber reached them. ``>`` and ``q.>`` fail with a gap
+    right after the backlog, with nothing later emitted first; ``q.f.>`` lost nothing
+    and reads on; resuming from the gap continues without another."""
+    broker = build("nats", Retention(None, None, None, max_per_subject=2))
+    try:
+        await broker.connect()
+        await store_backlog(broker.url, broker.stream)
+        a1 = await broker.apublish("q.a", {"n": "a1"})
+        a2 = await broker.apublish("q.a", {"n": "a2"})
+        end = a2.offset + 4  # after q.a 3, q.a 4, q.f.end1: q.f.end2
+        started: list[int] = []
+        later = threading.Thread(
+            target=publish_elsewhere,
+            args=(broker.url, broker.stream, ["q.a", "q.a", "q.f.end1", "q.f.end2"]),
+        )
+
+        def stall_once_all_started(pattern: str) -> Callable[[Event], None]:
+            def on_first(_: Event) -> None:
+                if pattern not in started:
+                    started.append(pattern)
+                    if len(started) == 3:
+                        later.start()
+                        later.join(GUARD)  # blocks the loop: nothing read or answered
+
+            return on_first
+
+        lookups: list[int] = []  # the deleted-sequence look-ups made while reading
+        holes = broker._holes
+
+        async def counted(pattern: str, covers: int = 0) -> Any:
+            if covers:
+                lookups.append(covers)
+            return await holes(pattern, covers)
+
+        broker._holes = counted  # type: ignore[method-assign]
+        since = Position(a1.epoch, 0)
+        subs = {
+            pattern: Collector(
+                broker.subscribe(pattern, since=since).pipe(
+                    ops.do_action(on_next=stall_once_all_started(pattern))
+                )
+            )
+            for pattern in (">", "q.>", "q.f.>")
+        }
+        for pattern in (">", "q.>"):
+            gap = await subs[pattern].failure()
+            assert isinstance(gap, GapError), gap
+            assert gap.reason == "events were evicted"
+            assert gap.requested == Position(a1.epoch, a1.offset - 1)  # the backlog's last
+            assert gap.earliest == Position(a1.epoch, a2.offset + 1)  # the first q.a kept
+            assert len(subs[pattern].events) == BACKLOG  # nothing after the hole came first
+        quiet = await subs["q.f.>"].count(BACKLOG + 2)
+        assert [e.data["n"] for e in quiet[-2:]] == ["q.f.end1", "q.f.end2"]
+        assert quiet[-1].sequence == f"{a1.epoch}-{end}"
+        assert subs["q.f.>"].error is None
+        assert len(lookups) == 2  # one by q.> at its jump, one by q.f.> (lagging): no more
+        assert gap.resume_from is not None
+        await replay_then_marker(broker, gap.resume_from, ["q.a", "q.a", "q.f.end1", "q.f.end2"])
+    finally:
+        await dispose(broker)
