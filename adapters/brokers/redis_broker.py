@@ -7,18 +7,31 @@ Layout, for a stream named ``S`` (the braces keep both keys in one cluster slot)
   entry retention removed.
 
 Positions are ``<epoch>-<offset>`` with ``offset = ms << 20 | seq`` of the entry id (see
-:mod:`.positions`). The epoch is created beside the stream by a Lua script; when the
-stream vanished (``FLUSHALL``, a restart of a Redis that keeps nothing on disk, ``DEL``)
-the next publish or read starts a new epoch, and old positions get a gap.
+:mod:`.positions`). The epoch is created beside the stream by a Lua script (:meth:`connect`
+does it at startup, so outside producers can ``XADD`` at once); when the stream vanished
+(``FLUSHALL``, a restart of a Redis that keeps nothing on disk, ``DEL``) the next publish or
+read starts a new epoch, and old positions get a gap.
+
+Other producers may write to the stream with plain redis-py or ``redis-cli``: what their
+entries become (an event, or skipped and counted in :attr:`RedisBroker.skipped`) is decided
+in :mod:`.redis_decisions`. A subscription or worker never ends because of such an entry.
 
 Retention: ``max_events`` trims exactly (``MAXLEN =``) and ``max_age`` trims by entry time
 (``MINID``), both inside the publish script, which records what they removed so a gap is
 reported exactly when events after ``since`` are gone. ``max_bytes`` and
-``max_per_subject`` have no Redis equivalent on a single stream and are ignored.
+``max_per_subject`` have no Redis equivalent on a single stream: they are refused at
+construction (:class:`~.redis_decisions.UnsupportedRetention`, a ``ValueError``), and the
+default retention here is ``Retention(max_per_subject=None)``.
 
-Each live subscription holds one pooled connection while it waits (``XREAD BLOCK``);
-the pool is capped at ``max_connections`` and callers beyond it wait for a connection.
-Pattern filtering happens client side with :func:`streams.match` on each entry's subject.
+Reading: a subscription replays and then follows with one ``XREAD BLOCK`` pipelined with an
+``HMGET`` of the meta hash; the entries are delivered straight from that reply unless the
+meta shows a new epoch or a trim past the subscriber's position, in which case the read
+script decides atomically (:func:`~.redis_decisions.reply_is_complete`).
+
+Connections: commands (publishes, scripts) use one pool, blocking reads (each live
+subscription holds a connection while it waits) another, each capped at
+``max_connections``; readers beyond the cap wait for a connection, publishes never wait
+behind readers.
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -42,16 +55,30 @@ from .backoff import Backoff
 from .errors import PublishError
 from .feed import Emit, TaskFeeds, raise_if_cancelled
 from .follow import FollowingBroker
+from .foreign import SkippedEntries, UnreadableEntry
 from .livestart import LiveStarts, Pin
-from .positions import check_since, redis_id, redis_offset
+from .positions import check_since, redis_offset
+from .redis_decisions import (
+    check_retention,
+    cursor,
+    entry_offset,
+    fields_dict,
+    read_fields,
+    reply_is_complete,
+    subject_of,
+)
 from .url import BrokerSettings
 
 __all__ = ["RedisBroker"]
 
 log = logging.getLogger(__name__)
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+_HEALTH_TIMEOUT = 2.0
+_NOTED = 4096  # unreadable positions remembered, so each is counted once per broker
 
 # Returns the epoch, creating stream and epoch together when the stream is missing.
+# ARGV[1] is this broker's epoch prefix; the server clock makes each new epoch unique
+# (a stream that vanishes twice never gets the same epoch back).
 _ENSURE = """
 local function ensure()
   local epoch = redis.call('HGET', KEYS[2], 'epoch')
@@ -61,7 +88,9 @@ local function ensure()
     epoch = false
   end
   if not epoch then
-    epoch = ARGV[1]
+    local t = redis.call('TIME')
+    local us = (tonumber(t[1]) * 1000000 + tonumber(t[2])) % 16777216
+    epoch = ARGV[1] .. string.format('%06x', us)
     redis.call('DEL', KEYS[2])
     redis.call('HSET', KEYS[2], 'epoch', epoch, 'trimmed', '0-0')
   end
@@ -69,7 +98,7 @@ local function ensure()
 end
 """
 
-# ARGV: new epoch, max events ('' = none), max age ms ('' = none), subject, payloads...
+# ARGV: epoch prefix, max events ('' = none), max age ms ('' = none), subject, payloads...
 # One script, so a batch is atomic: no other command runs in between, and Redis refuses
 # an out-of-memory script at its first write, before anything is stored.
 _PUBLISH = (
@@ -78,7 +107,16 @@ _PUBLISH = (
 local epoch = ensure()
 local ids = {}
 for i = 5, #ARGV do
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 's', ARGV[4], 'e', ARGV[i])
+  local id = redis.call('XADD', KEYS[1], '*', 's', ARGV[4], 'e', ARGV[i])
+  local dash = string.find(id, '-', 1, true)
+  if #id - dash > 6 and tonumber(string.sub(id, dash + 1)) > 1048575 then
+    -- another producer pushed this millisecond's sequence past what a position holds
+    redis.call('XDEL', KEYS[1], id)
+    local ms = string.sub(id, 1, dash - 1)
+    id = redis.call('XADD', KEYS[1], string.format('%.0f', tonumber(ms) + 1) .. '-0',
+                    's', ARGV[4], 'e', ARGV[i])
+  end
+  ids[#ids + 1] = id
 end
 local trimmed = false
 if ARGV[2] ~= '' then
@@ -105,7 +143,8 @@ return {epoch, ids}
 """
 )
 
-# ARGV: new epoch, after id, count. Returns epoch, trimmed, last id, entries after `after`.
+# ARGV: epoch prefix, after id, count.
+# Returns epoch, trimmed, last id, entries after `after`, length.
 _READ = (
     _ENSURE
     + """
@@ -113,20 +152,18 @@ local epoch = ensure()
 local trimmed = redis.call('HGET', KEYS[2], 'trimmed') or '0-0'
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local last = '0-0'
+local length = 0
 for i = 1, #info, 2 do
   if info[i] == 'last-generated-id' then last = info[i + 1] end
+  if info[i] == 'length' then length = info[i + 1] end
 end
 local entries = {}
 if tonumber(ARGV[3]) > 0 then
   entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
 end
-return {epoch, trimmed, last, entries}
+return {epoch, trimmed, last, entries, length}
 """
 )
-
-
-def _new_epoch() -> str:
-    return os.urandom(4).hex()
 
 
 def _text(value: Any) -> str:
@@ -135,6 +172,11 @@ def _text(value: Any) -> str:
 
 class RedisBroker(FollowingBroker):
     """Events in a Redis stream, shared by every process that names the same stream.
+
+    ``retention`` defaults to ``Retention(max_per_subject=None)``; a retention with
+    ``max_bytes`` or ``max_per_subject`` raises
+    :class:`~adapters.brokers.redis_decisions.UnsupportedRetention` (a ``ValueError``).
+    :attr:`skipped` counts entries other producers wrote that could not be read.
 
     >>> async def demo():  # doctest: +SKIP
     ...     broker = RedisBroker("redis://127.0.0.1:6379/0", stream="chat")
@@ -155,7 +197,7 @@ class RedisBroker(FollowingBroker):
     ) -> None:
         self.url = url
         self.stream = stream
-        self.retention = retention or Retention()
+        self.retention = check_retention(retention)
         self.ack_wait = ack_wait
         self.batch = batch
         self.block = block
@@ -163,10 +205,20 @@ class RedisBroker(FollowingBroker):
         prefix = f"rxstreams:{{{stream}}}"
         self.log_key = f"{prefix}:log"
         self.meta_key = f"{prefix}:meta"
+        self.source = f"redis://{stream}"
+        self.skipped = SkippedEntries(self.source)
+        self._noted: dict[Position, None] = {}
         self._client: Any = None  # redis.asyncio.Redis; replies are typed loosely
+        self._reader: Any = None  # a second client for blocking reads
         self._publish_script: Any = None
         self._read_script: Any = None
         self._epoch = ""
+        self._epoch_prefix = os.urandom(3).hex()  # once per broker, not per publish
+        r = self.retention
+        self._limits = (
+            r.max_events or "",
+            "" if not r.max_age else str(int(r.max_age * 1000)),
+        )
         self._feeds = TaskFeeds()
         self._live = LiveStarts()
 
@@ -177,24 +229,60 @@ class RedisBroker(FollowingBroker):
     # -- connection ---------------------------------------------------------------
     @property
     def client(self) -> Any:
-        """The redis-py client, created on first use (it reconnects by itself)."""
+        """The redis-py client for commands, created on first use (it reconnects by itself)."""
         if self._client is None:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=self.max_connections,
-                timeout=20,
-                socket_connect_timeout=2.0,
-                health_check_interval=10,
+            pool = aioredis.ConnectionPool.from_url(
+                self.url, max_connections=self.max_connections, socket_connect_timeout=2.0
             )
             self._client = aioredis.Redis(connection_pool=pool)
             self._publish_script = self._client.register_script(_PUBLISH)
             self._read_script = self._client.register_script(_READ)
         return self._client
 
+    @property
+    def reader(self) -> Any:
+        """The redis-py client for blocking reads (its own pool: readers wait there)."""
+        if self._reader is None:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=self.max_connections,
+                timeout=20,
+                socket_connect_timeout=2.0,
+            )
+            self._reader = aioredis.Redis(connection_pool=pool)
+        return self._reader
+
     async def connect(self) -> RedisBroker:
-        """Check the server answers and learn the epoch."""
+        """Check the server answers, create the stream and its epoch if missing (so
+        outside producers can ``XADD`` right away) and learn the epoch."""
         await self._read(0, 0)
         return self
+
+    async def health(self) -> dict[str, Any]:
+        """The broker's state for ``/healthz``; never raises, answers within ~2 s.
+
+        ``{"connected", "stream", "epoch", "atomic_batch", "messages"}``, plus ``"error"``
+        when the server did not answer (``connected`` is then ``False``).
+        """
+        state: dict[str, Any] = {
+            "connected": False,
+            "stream": self.stream,
+            "epoch": self._epoch,
+            "atomic_batch": True,
+            "messages": 0,
+        }
+        try:
+            async with asyncio.timeout(_HEALTH_TIMEOUT):
+                _ = self.client
+                reply = await self._read_script(
+                    keys=[self.log_key, self.meta_key], args=[self._epoch_prefix, "0-0", 0]
+                )
+        except Exception as exc:  # health reports, it never raises
+            state["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return state
+        self._epoch = _text(reply[0])
+        state.update(connected=True, epoch=self._epoch, messages=int(reply[4]))
+        return state
 
     @property
     def epoch(self) -> str:
@@ -208,11 +296,11 @@ class RedisBroker(FollowingBroker):
 
     async def _read(self, after: int, count: int) -> tuple[str, int, int, list[Any]]:
         _ = self.client
-        epoch, trimmed, last, entries = await self._read_script(
-            keys=[self.log_key, self.meta_key], args=[_new_epoch(), redis_id(after), count]
+        epoch, trimmed, last, entries, _ = await self._read_script(
+            keys=[self.log_key, self.meta_key], args=[self._epoch_prefix, cursor(after), count]
         )
         self._epoch = _text(epoch)
-        return self._epoch, redis_offset(trimmed), redis_offset(last), entries
+        return self._epoch, entry_offset(trimmed)[0], entry_offset(last)[0], entries
 
     # -- publishing ---------------------------------------------------------------
     async def apublish(self, subject: str, event: Event | Any) -> Position:
@@ -235,49 +323,73 @@ class RedisBroker(FollowingBroker):
         payloads = [(e if isinstance(e, Event) else Event.create(e)).encode() for e in events]
         if not payloads:
             return []
-        r = self.retention
-        max_age_ms = "" if not r.max_age else str(int(r.max_age * 1000))
-        _ = self.client
+        max_events, max_age_ms = self._limits
+        script = self._publish_script if self._client is not None else None
+        if script is None:
+            _ = self.client
+            script = self._publish_script
         with self._live.publishing() as note:
             try:
-                epoch, entry_ids = await self._publish_script(
+                epoch, entry_ids = await script(
                     keys=[self.log_key, self.meta_key],
-                    args=[_new_epoch(), r.max_events or "", max_age_ms, subject, *payloads],
+                    args=[self._epoch_prefix, max_events, max_age_ms, subject, *payloads],
                 )
             except (RedisError, OSError) as exc:
                 what = f"{len(payloads)} events" if len(payloads) > 1 else "publish"
                 raise PublishError(
                     f"{what} to {subject!r} not acknowledged by Redis: {exc}"
                 ) from exc
-            self._epoch = _text(epoch)
-            positions = [Position(self._epoch, redis_offset(i)) for i in entry_ids]
+            if epoch != self._epoch:
+                self._epoch = _text(epoch)
+            epoch_now = self._epoch
+            positions = [Position(epoch_now, redis_offset(i)) for i in entry_ids]
             note(positions)
         return positions
 
     # -- reading ------------------------------------------------------------------
-    def _decode(self, entry: Any, epoch: str, pattern: str) -> Event | None:
-        entry_id, fields = entry
-        if isinstance(fields, list):
-            fields = dict(zip(fields[::2], fields[1::2], strict=True))
-        subject = _text(fields[b"s"])
-        if not match(pattern, subject):
-            return None
-        return Event.decode(fields[b"e"]).stamped(subject, f"{epoch}-{redis_offset(entry_id)}")
+    def _note(self, exc: UnreadableEntry) -> None:
+        """Count an unreadable entry once, however many readers of this broker met it."""
+        if exc.position in self._noted:
+            return
+        self._noted[exc.position] = None
+        if len(self._noted) > _NOTED:
+            del self._noted[next(iter(self._noted))]
+        self.skipped.note(exc)
+
+    def _events(self, entries: Iterable[Any], epoch: str, pattern: str) -> list[Event]:
+        """The events among ``entries`` whose subject matches ``pattern``; unreadable
+        entries are noted in :attr:`skipped` and left out."""
+        events: list[Event] = []
+        for entry_id, raw in entries:
+            fields = fields_dict(raw)
+            subject = subject_of(fields)
+            if subject is not None and not match(pattern, subject):
+                continue
+            offset, exact = entry_offset(entry_id)
+            position = Position(epoch, offset)
+            try:
+                if not exact:
+                    raise UnreadableEntry(position, f"entry id {_text(entry_id)} has no position")
+                events.append(read_fields(fields, subject, position, self.source))
+            except UnreadableEntry as exc:
+                self._note(exc)
+        return events
 
     async def _earliest(self, pattern: str, epoch: str, last: int) -> Position | None:
         after = 0
         for _ in range(20):  # bounded scan; beyond it the log-wide first entry is named
-            page = await self.client.xrange(self.log_key, f"({redis_id(after)}", "+", count=500)
+            page = await self.client.xrange(self.log_key, f"({cursor(after)}", "+", count=500)
             if not page:
                 break
             for entry_id, fields in page:
-                if match(pattern, _text(fields[b"s"])):
-                    return Position(epoch, redis_offset(entry_id))
-            after = redis_offset(page[-1][0])
+                subject = subject_of(fields)
+                if subject is not None and match(pattern, subject):
+                    return Position(epoch, entry_offset(entry_id)[0])
+            after = entry_offset(page[-1][0])[0]
         else:
             first = await self.client.xrange(self.log_key, "-", "+", count=1)
             if first:
-                return Position(epoch, redis_offset(first[0][0]))
+                return Position(epoch, entry_offset(first[0][0])[0])
         return Position(epoch, last + 1) if last else None
 
     async def _gap(self, since: Position, pattern: str) -> tuple[GapError | None, int]:
@@ -286,6 +398,27 @@ class RedisBroker(FollowingBroker):
         if gap is not None:
             gap = GapError(since, await self._earliest(pattern, epoch, last), gap.reason)
         return gap, last
+
+    async def _next_entries(self, pos: Position, pattern: str) -> tuple[str, list[Any]]:
+        """Entries after ``pos`` (waiting up to ``block`` seconds for some) and the epoch
+        they belong to; raises :class:`GapError` when entries after ``pos`` are gone."""
+        async with self.reader.pipeline(transaction=False) as pipe:
+            pipe.xread(
+                {self.log_key: cursor(pos.offset)},
+                count=self.batch,
+                block=int(self.block * 1000),
+            )
+            pipe.hmget(self.meta_key, "epoch", "trimmed")
+            reply, (epoch, trimmed) = await pipe.execute()
+        if reply_is_complete(pos, epoch, entry_offset(trimmed or b"0-0")[0]):
+            return pos.epoch, reply[0][1] if reply else []
+        # A new epoch or a trim past pos: decide atomically with the read script.
+        now, trimmed_now, _, entries = await self._read(pos.offset, self.batch)
+        if now != pos.epoch or trimmed_now > pos.offset:
+            gap, _ = await self._gap(pos, pattern)
+            if gap is not None:
+                raise gap
+        return now, entries
 
     async def _follow(
         self, pattern: str, since: Position | None, emit: Emit, pin: Pin | None = None
@@ -300,30 +433,18 @@ class RedisBroker(FollowingBroker):
                     epoch, _, last, _ = await self._read(0, 0)
                     live = Position(epoch, last)
                     pos = await pin.start(live) if pin is not None else live
-                    checked = True  # a lowered start is checked by the read below
+                    checked = True  # a lowered start is checked by the next read
                 if not checked:
                     gap, _ = await self._gap(pos, pattern)
                     if gap is not None:
                         raise gap
                     checked = True
-                epoch, trimmed, _, entries = await self._read(pos.offset, self.batch)
-                if epoch != pos.epoch or trimmed > pos.offset:
-                    gap, _ = await self._gap(pos, pattern)
-                    if gap is not None:
-                        raise gap
+                epoch, entries = await self._next_entries(pos, pattern)
                 backoff.reset()
                 if entries:
-                    for entry in entries:
-                        event = self._decode(entry, epoch, pattern)
-                        pos = Position(epoch, redis_offset(entry[0]))
-                        if event is not None:
-                            emit(event)
-                    continue
-                # Nothing new: wait for the next entry, then read it atomically above.
-                raise_if_cancelled()
-                await self.client.xread(
-                    {self.log_key: redis_id(pos.offset)}, count=1, block=int(self.block * 1000)
-                )
+                    for event in self._events(entries, epoch, pattern):
+                        emit(event)
+                    pos = Position(epoch, entry_offset(entries[-1][0])[0])
             except _TRANSIENT as exc:
                 log.info("subscription %s: %r; resuming", pattern, exc)
                 checked = False  # history may have moved on while we were away
@@ -352,43 +473,65 @@ class RedisBroker(FollowingBroker):
         idle_ms = int(self.ack_wait * 1000)
         next_claim = 0.0
         loop = asyncio.get_running_loop()
+        ready = False
         while not stop.is_set():
             raise_if_cancelled()
             try:
-                epoch, *_ = await self._read(0, 0)
-                with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
-                    await self.client.xgroup_create(self.log_key, group, id="0")
+                if not ready:
+                    await self._read(0, 0)  # the stream and its epoch exist
+                    with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+                        await self.client.xgroup_create(self.log_key, group, id="0")
+                    ready = True
                 entries: list[Any] = []
+                epoch = self._epoch
                 if loop.time() >= next_claim:
-                    _, entries, *_ = await self.client.xautoclaim(
-                        self.log_key, group, name, idle_ms, "0-0", count=self.batch
-                    )
+                    epoch, entries = await self._group_read(group, name, idle_ms)
                     if not entries:
                         next_claim = loop.time() + self.ack_wait / 4
                 if not entries:
-                    reply = await self.client.xreadgroup(
-                        group, name, {self.log_key: ">"}, count=self.batch, block=1000
-                    )
-                    entries = reply[0][1] if reply else []
+                    epoch, entries = await self._group_read(group, name, None)
                 backoff.reset()
                 if not entries:
                     continue
-                events = [e for e in (self._decode(x, epoch, pattern) for x in entries) if e]
+                events = self._events((x for x in entries if x[1] is not None), epoch, pattern)
                 if events:
                     await handle(events)
                 await self.client.xack(self.log_key, group, *[x[0] for x in entries])
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                ready = False  # the stream was deleted (and maybe recreated): set up again
             except _TRANSIENT as exc:
                 log.warning("worker %s: %r; reconnecting", group, exc)
+                ready = False
                 await asyncio.sleep(backoff.next())
+
+    async def _group_read(
+        self, group: str, name: str, claim_idle_ms: int | None
+    ) -> tuple[str, list[Any]]:
+        """New entries for ``name`` (waiting up to a second), or with ``claim_idle_ms``
+        entries others left pending that long; with the epoch, read in the same round trip."""
+        async with self.reader.pipeline(transaction=False) as pipe:
+            if claim_idle_ms is None:
+                pipe.xreadgroup(group, name, {self.log_key: ">"}, count=self.batch, block=1000)
+            else:
+                pipe.xautoclaim(self.log_key, group, name, claim_idle_ms, "0-0", count=self.batch)
+            pipe.hget(self.meta_key, "epoch")
+            reply, epoch = await pipe.execute()
+        entries = (reply[0][1] if reply else []) if claim_idle_ms is None else reply[1]
+        if epoch is None:  # the meta vanished: the read script makes a new epoch
+            return (await self._read(0, 0))[0], entries
+        return _text(epoch), entries
 
     async def drop(self) -> None:
         """Delete the stream and its metadata (tests and tear-down; never FLUSHALL)."""
         await self.client.delete(self.log_key, self.meta_key)
 
     async def close(self) -> None:
-        """Complete every subscriber and close the connection pool."""
+        """Complete every subscriber and close the connection pools."""
         await self._feeds.close()
-        if self._client is not None:
-            with contextlib.suppress(Exception):  # a dead connection is closed enough
-                await self._client.aclose()
-            self._client = None
+        for client in (self._client, self._reader):
+            if client is not None:
+                with contextlib.suppress(Exception):  # a dead connection is closed enough
+                    await client.aclose()
+        self._client = self._reader = None

@@ -6,6 +6,10 @@
 ``max_age`` (seconds), ``max_per_subject`` (each a number or ``none``), and for
 competing consumers ``ack_wait`` (seconds before an unacknowledged event is handed to
 another worker).
+
+Redis cannot enforce ``max_bytes`` or ``max_per_subject`` (see
+:mod:`.redis_decisions`): a ``redis://`` URL naming either (other than ``none``) is
+refused, and without options it gets the Redis default (``max_per_subject`` none).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from streams import Retention
 
 from .errors import BrokerURLError
+from .redis_decisions import REDIS_DEFAULT_RETENTION, UnsupportedRetention, check_retention
 
 __all__ = ["BrokerSettings", "parse_broker_url"]
 
@@ -56,6 +61,12 @@ def parse_broker_url(url: str) -> BrokerSettings:
     ('redis', 'redis://127.0.0.1:6379/0', 'chat', 500)
     >>> parse_broker_url("").kind
     'memory'
+    >>> parse_broker_url("redis://127.0.0.1:6379/0").retention.max_per_subject is None
+    True
+    >>> parse_broker_url("redis://h:6379/0?max_per_subject=10")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    adapters.brokers.errors.BrokerURLError: redis://h:6379/0?max_per_subject=10: Redis cannot ...
     >>> parse_broker_url("kafka://x")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -81,13 +92,18 @@ def parse_broker_url(url: str) -> BrokerSettings:
     for name in _LIMITS:
         if name in options:
             limits[name] = _number(name, options[name])
-    defaults = Retention()
+    defaults = REDIS_DEFAULT_RETENTION if kind == "redis" else Retention()
     retention = Retention(
         max_events=_int(limits.get("max_events", defaults.max_events)),
         max_bytes=_int(limits.get("max_bytes", defaults.max_bytes)),
         max_age=limits.get("max_age", defaults.max_age),
         max_per_subject=_int(limits.get("max_per_subject", defaults.max_per_subject)),
     )
+    if kind == "redis":
+        try:
+            check_retention(retention)
+        except UnsupportedRetention as exc:
+            raise BrokerURLError(f"{url}: {exc}") from None
     ack_wait = _number("ack_wait", options.get("ack_wait", "30")) or 30.0
     server = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     return BrokerSettings(kind, server, stream, retention, ack_wait)
