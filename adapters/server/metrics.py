@@ -99,6 +99,6 @@ class _SkippedCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily(
             "rxstreams_broker_entries_skipped",
-            "Unreadable broker log entries skipped (once per subscription reading them)",
+            "Unreadable broker log entries (written by other producers) that readers skipped",
             value=float(self.skipped.count),
         )
