@@ -94,6 +94,7 @@ from .nats_wire import (
     holes_from,
     judge,
     parse_ack_reply,
+    trusted_event,
 )
 from .positions import check_since
 from .url import BrokerSettings
@@ -105,6 +106,7 @@ _TRANSIENT = (nats.errors.Error, asyncio.TimeoutError, OSError)
 # Subjects at the per-subject limit looked up for their first message when resuming; past
 # this many, every deleted sequence after ``since`` counts (a gap reported early, never late).
 _MAX_SUBJECT_LOOKUPS = 256
+_MAX_KNOWN_SUBJECTS = 10_000  # subjects remembered as valid (then forgotten, all at once)
 # JetStream API error codes (nats-server's errors.json).
 _WRONG_LAST_MSG_ID = 10070
 _ATOMIC_DISABLED = 10174
@@ -184,6 +186,7 @@ class NatsBroker(FollowingBroker):
         self._every_subject = ""  # the pattern that takes every subject of the stream
         self._atomic_asked = False  # enabling allow_atomic on an existing stream: tried
         self._batch_limit = ATOMIC_BATCH_MAX
+        self._subjects: set[str] = set()  # subjects read_entry found valid
         self._feeds = TaskFeeds()
         self._live = LiveStarts()
 
@@ -214,6 +217,9 @@ class NatsBroker(FollowingBroker):
         return self
 
     async def _client(self) -> tuple[Client, JetStreamContext]:
+        nc, js = self._nc, self._js
+        if nc is not None and js is not None and not nc.is_closed:
+            return nc, js
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
                 # A first connection gives up after two attempts (a caller waiting on a
@@ -330,6 +336,8 @@ class NatsBroker(FollowingBroker):
         validate_subject(subject)
         e = event if isinstance(event, Event) else Event.create(event)
         payload = e.encode()
+        if not len(self._live):  # no live subscription is starting: nothing to tell
+            return await self._store(subject, e.id, payload)
         with self._live.publishing() as note:
             pos = await self._store(subject, e.id, payload)
             note((pos,))
@@ -379,47 +387,76 @@ class NatsBroker(FollowingBroker):
         if not self._epoch:
             await self._retrying(subject, self._client)
 
-    async def _retrying(self, subject: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _retrying(
+        self,
+        subject: str,
+        attempt: Callable[[], Awaitable[T]],
+        failure: Exception | None = None,
+    ) -> T:
         """``attempt()`` (after learning the stream if needed), retried with backoff while
-        the failure is transient; every failure ends as a :class:`PublishError`."""
+        the failure is transient; every failure ends as a :class:`PublishError`.
+        ``failure``: how a first attempt already made (on the fast path) failed."""
         backoff: Backoff | None = None  # made on the first failure only (seeds from urandom)
+        last: Exception | None = None
         for n in range(1, self.publish_attempts + 1):
-            try:
-                if not self._epoch:
-                    await self._info()
-                return await attempt()
-            except nats.js.errors.NoStreamResponseError:
-                self._epoch = ""  # the stream is gone: recreate it (new epoch) and retry
-                last: Exception = PublishError(f"stream {self.stream!r} is missing")
-            except nats.js.errors.ServiceUnavailableError as exc:
-                last = exc
-            except (nats.js.errors.APIError, nats.errors.MaxPayloadError) as exc:
-                # Refused (too large for the stream or the server, bad config): final.
-                raise PublishError(f"publish to {subject!r} refused by NATS: {exc}") from exc
-            except _TRANSIENT as exc:
-                last = exc
-            except (PublishError, _NotAtomic):
-                raise
-            except Exception as exc:  # anything else from the client is a failed publish too
-                raise PublishError(f"publish to {subject!r} failed: {exc!r}") from exc
+            if failure is None:
+                try:
+                    if not self._epoch:
+                        await self._info()
+                    return await attempt()
+                except Exception as exc:
+                    failure = exc
+            last = self._transient(subject, failure)
+            failure = None
             if n < self.publish_attempts:
                 backoff = backoff or Backoff()
                 await asyncio.sleep(backoff.next())
         raise PublishError(f"publish to {subject!r} not acknowledged by NATS: {last}") from last
 
-    async def _store(self, subject: str, msg_id: str, payload: bytes) -> Position:
-        async def attempt() -> Position:
-            _, js = await self._client()
-            ack = await js.publish(
-                self._wire(subject),
-                payload,
-                timeout=self.timeout,
-                stream=self.stream,
-                headers={_MSG_ID: msg_id},
-            )
-            return Position(self._epoch, ack.seq)
+    def _transient(self, subject: str, exc: Exception) -> Exception:
+        """``exc`` if a retry may succeed; raises the final :class:`PublishError` if not."""
+        if isinstance(exc, nats.js.errors.NoStreamResponseError):
+            self._epoch = ""  # the stream is gone: recreate it (new epoch) and retry
+            return PublishError(f"stream {self.stream!r} is missing")
+        if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+            return exc
+        if isinstance(exc, nats.js.errors.APIError | nats.errors.MaxPayloadError):
+            # Refused (too large for the stream or the server, bad config): final.
+            raise PublishError(f"publish to {subject!r} refused by NATS: {exc}") from exc
+        if isinstance(exc, _TRANSIENT):
+            return exc
+        if isinstance(exc, PublishError | _NotAtomic):
+            raise exc
+        # anything else from the client is a failed publish too
+        raise PublishError(f"publish to {subject!r} failed: {exc!r}") from exc
 
-        return await self._retrying(subject, attempt)
+    async def _publish(self, nc: Client, wire: str, payload: bytes, msg_id: str) -> int:
+        """One JetStream publish; its stream sequence. What ``js.publish`` does, minus
+        the expected-stream header (the subject can only be this stream's) and with the
+        acknowledgement read by orjson; raises the same errors."""
+        try:
+            msg = await nc.request(wire, payload, timeout=self.timeout, headers={_MSG_ID: msg_id})
+        except nats.errors.NoRespondersError:
+            raise nats.js.errors.NoStreamResponseError from None
+        reply = orjson.loads(msg.data)
+        _raise_for(reply)
+        return int(reply["seq"])
+
+    async def _store(self, subject: str, msg_id: str, payload: bytes) -> Position:
+        wire = self._wire(subject)
+        nc = self._nc
+        failure: Exception | None = None
+        if self._epoch and nc is not None and nc.is_connected:  # the hot path: one attempt
+            try:
+                return Position(self._epoch, await self._publish(nc, wire, payload, msg_id))
+            except Exception as exc:
+                failure = exc
+
+        async def attempt() -> Position:
+            nc, _ = await self._client()
+            return Position(self._epoch, await self._publish(nc, wire, payload, msg_id))
+
+        return await self._retrying(subject, attempt, failure)
 
     async def _store_chained(
         self, subject: str, ids: list[str], payloads: list[bytes], positions: list[Position]
@@ -618,20 +655,33 @@ class NatsBroker(FollowingBroker):
         return holes_from(deleted, before, first_seq, covers)
 
     def _read(self, msg: Msg, d: Delivery, epoch: str, strip: int) -> Event | None:
-        """The event a delivered message stands for, or ``None`` (unreadable: counted)."""
+        """The event a delivered message stands for, or ``None`` (unreadable: counted).
+
+        What rxstreams stored is read by :func:`.nats_wire.trusted_event` once its subject
+        was seen valid; anything else (and any doubt) by :func:`.foreign.read_entry`."""
         headers = msg.headers
+        msg_id = headers.get(_MSG_ID) if headers else None
+        subject = msg.subject[strip:]
+        if msg_id is not None and subject in self._subjects:
+            event = trusted_event(msg.data, msg_id, subject, epoch, d.stream_seq)
+            if event is not None:
+                return event
         try:
-            return read_entry(
+            event = read_entry(
                 msg.data,
-                msg.subject[strip:],
+                subject,
                 Position(epoch, d.stream_seq),
                 source=f"nats://{self.stream}",
-                msg_id=headers.get(_MSG_ID) if headers else None,
+                msg_id=msg_id,
                 timestamp=d.timestamp,
             )
         except UnreadableEntry as exc:
             self.skipped.note(exc)
             return None
+        if len(self._subjects) >= _MAX_KNOWN_SUBJECTS:
+            self._subjects.clear()
+        self._subjects.add(subject)  # read_entry found it a valid subject
+        return event
 
     async def _follow(
         self, pattern: str, since: Position | None, emit: Emit, pin: Pin | None = None
@@ -657,9 +707,10 @@ class NatsBroker(FollowingBroker):
     async def _push(
         self, pattern: str, cursor: list[Position], emit: Emit, backoff: Backoff
     ) -> None:
-        """Run one ephemeral push consumer from ``cursor[0]``, advancing it per delivery
-        (also past an unreadable one); raises :class:`_Reset` (or a connection error) when
-        the consumer must be recreated, :class:`~streams.GapError` when events were lost.
+        """Run one ephemeral push consumer from ``cursor[0]``, advancing it (when it ends)
+        past every delivery, also an unreadable one; raises :class:`_Reset` (or a
+        connection error) when the consumer must be recreated, :class:`~streams.GapError`
+        when events were lost.
 
         Messages are handled in a subscription callback, which nats-py calls in a loop that
         drains its pending queue without yielding; ``sub.next_msg`` instead costs two tasks
@@ -695,9 +746,12 @@ class NatsBroker(FollowingBroker):
                 if d is None:
                     await on_status(msg)
                     return
-                step = judge(
-                    last, delivered, d, every_subject=every_subject, per_subject=per_subject
-                )
+                if d.consumer_seq == delivered + 1 and d.stream_seq == last + 1:
+                    step = Step.DELIVER  # the common case, as judge() would say
+                else:
+                    step = judge(
+                        last, delivered, d, every_subject=every_subject, per_subject=per_subject
+                    )
                 if step is Step.RESET:
                     raise _Reset("a delivery was skipped")
                 delivered = d.consumer_seq
@@ -711,8 +765,7 @@ class NatsBroker(FollowingBroker):
                     hole = hole_between(last, d.stream_seq, holes)
                     if hole is not None:
                         raise gap(hole)
-                last = d.stream_seq
-                cursor[0] = Position(epoch, last)
+                last = d.stream_seq  # cursor[0] follows when this consumer ends
                 event = self._read(msg, d, epoch, strip)
                 if event is not None:
                     emit(event)
@@ -764,6 +817,8 @@ class NatsBroker(FollowingBroker):
                     raise _Reset("missed heartbeats")
             failed.result()
         finally:
+            if last > cursor[0].offset:
+                cursor[0] = Position(epoch, last)
             if not failed.done():
                 failed.cancel()  # the callback emits nothing more from here on
             elif not failed.cancelled():
