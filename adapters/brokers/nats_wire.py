@@ -179,7 +179,17 @@ def holes_from(deleted: Iterable[int], before: int | None, first_seq: int, cover
 
 # The attributes an event stored by rxstreams has (``Event.encode()`` before publishing).
 _OWN_KEYS = frozenset(
-    {"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data"}
+    {
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "subject",
+        "time",
+        "datacontenttype",
+        "data",
+        "sequence",
+    }
 )
 
 
