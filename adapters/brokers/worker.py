@@ -15,6 +15,12 @@ A pipeline is either
 - an ``async`` function ``Event -> Any``, awaited for each event in order.
 
 An error from the pipeline stops the worker with that error; its batch is redelivered.
+
+Stateful pipelines: with ``--partitions N --key PATH`` the group is a *keyed* worker group
+(:mod:`.stateful_worker`): events are routed by key to ``N`` partitions, each partition runs
+one long-lived pipeline owned by one member at a time (lease and fencing token in the
+broker), its operators' state is checkpointed with the input position, and outputs (to the
+subjects their events carry, or ``--to``) get deterministic ids so a replay is dropped.
 """
 
 from __future__ import annotations
@@ -36,7 +42,15 @@ from streams import Event, MemoryBroker
 from . import from_url
 from .errors import BrokerURLError
 
-__all__ = ["Pipeline", "as_batch_handler", "load_pipeline", "main", "parser", "run_worker"]
+__all__ = [
+    "Pipeline",
+    "add_keyed_arguments",
+    "as_batch_handler",
+    "load_pipeline",
+    "main",
+    "parser",
+    "run_worker",
+]
 
 Pipeline = Callable[[Observable[Event]], Observable[Any]] | Callable[[Event], Awaitable[Any]]
 
@@ -125,10 +139,20 @@ async def run_worker(
     pattern: str = ">",
     stop: asyncio.Event | None = None,
     consumer: str | None = None,
+    *,
+    key: str | Callable[[Event], Any] | None = None,
+    partitions: int | None = None,
+    to: str | None = None,
+    checkpoint_every: int = 1000,
+    checkpoint_seconds: float = 1.0,
+    lease: float = 5.0,
 ) -> None:
     """Run one member of ``group`` until ``stop`` is set (or the pipeline fails).
 
-    ``broker`` is a ``nats://`` or ``redis://`` URL, or a broker instance.
+    ``broker`` is a ``nats://`` or ``redis://`` URL, or a broker instance. With ``key``
+    and ``partitions`` the group is a keyed worker group (see
+    :func:`.stateful_worker.run_keyed_worker`): ``pipeline`` must then be an
+    ``Observable`` function, built once per partition.
 
     >>> async def work():  # doctest: +SKIP
     ...     async def handle(event):
@@ -142,8 +166,31 @@ async def run_worker(
             "workers need a shared broker with consumer groups: use --broker nats://... "
             "or --broker redis://..."
         )
+    keyed = key is not None or partitions is not None
+    if keyed and (key is None or not partitions or inspect.iscoroutinefunction(pipeline)):
+        raise ValueError(
+            "a keyed worker needs both --key and --partitions, and an Observable pipeline"
+        )
     try:
-        await instance.consume(group, pattern, as_batch_handler(pipeline), consumer, stop)
+        if keyed:
+            from .stateful_worker import run_keyed_worker
+
+            await run_keyed_worker(
+                instance,
+                pipeline,  # type: ignore[arg-type]
+                group,
+                pattern,
+                key,  # type: ignore[arg-type]
+                partitions,  # type: ignore[arg-type]
+                to,
+                checkpoint_every,
+                checkpoint_seconds,
+                lease,
+                stop,
+                consumer,
+            )
+        else:
+            await instance.consume(group, pattern, as_batch_handler(pipeline), consumer, stop)
     finally:
         if own:
             await instance.close()
@@ -156,12 +203,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", required=True, help="nats://host:port or redis://host:port/db")
     p.add_argument("--group", default="workers", help="consumer group name (default: workers)")
     p.add_argument("--pattern", default=">", help="subject pattern to consume (default: >)")
+    add_keyed_arguments(p)
     return p
 
 
+def add_keyed_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of a keyed (stateful, partitioned) worker group."""
+    p.add_argument("--key", help="partition key: data.<path>, subject[i], subject or type")
+    p.add_argument("--partitions", type=int, help="number of partitions (keyed worker group)")
+    p.add_argument("--to", help="subject for outputs that are not events with a subject")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1000,
+        help="checkpoint every N events (and at least every second; default: 1000)",
+    )
+    p.add_argument(
+        "--lease", type=float, default=5.0, help="partition lease in seconds (default: 5)"
+    )
+
+
 def main(args: argparse.Namespace) -> int:
-    """Run a worker from parsed arguments (``target``, ``broker``, ``group``, ``pattern``);
-    SIGINT/SIGTERM stop it after the batch in hand. Returns the exit status."""
+    """Run a worker from parsed arguments (``target``, ``broker``, ``group``, ``pattern``,
+    and for a keyed group ``key``, ``partitions``, ``to``, ``checkpoint_every``, ``lease``);
+    SIGINT/SIGTERM stop it after the batch in hand (a keyed member checkpoints and releases
+    its partitions first). Returns the exit status."""
     pipeline = load_pipeline(args.target)
 
     async def run() -> None:
@@ -170,7 +236,18 @@ def main(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        await run_worker(args.broker, pipeline, args.group or "workers", args.pattern or ">", stop)
+        await run_worker(
+            args.broker,
+            pipeline,
+            args.group or "workers",
+            args.pattern or ">",
+            stop,
+            key=getattr(args, "key", None),
+            partitions=getattr(args, "partitions", None),
+            to=getattr(args, "to", None),
+            checkpoint_every=getattr(args, "checkpoint_every", None) or 1000,
+            lease=getattr(args, "lease", None) or 5.0,
+        )
 
     asyncio.run(run())
     return 0

@@ -1,0 +1,489 @@
+"""Keyed worker groups: one long-lived pipeline per partition, with checkpoints in the broker.
+
+``rxstreams worker app:pipeline --broker URL --group G --pattern P --key data.room
+--partitions 16 --to out.counts`` starts one *member*; every member of ``G`` runs this loop:
+
+1. **Membership.** Heartbeat into the group's live set every third of the lease period;
+   the units (``router``, ``p0``..``p<N-1>``) are dealt over the live members
+   (:func:`~.partitions.assign`), so members joining or leaving rebalance within a lease
+   period.
+2. **Leases.** A member starts a unit only once it holds that unit's lease, renews it on
+   every heartbeat, and stops the unit at once when a renewal fails. A unit it should no
+   longer own is stopped cleanly: final checkpoint, then the lease is released.
+3. **Router.** The owner of ``router`` reads ``P`` in log order from its checkpointed
+   position and republishes each event, unchanged (same id, original subject in the
+   ``rxsubject`` extension), to ``rxpart.<G>.<partition>`` where ``partition`` is the
+   stable hash of its key (the hash of :func:`operators.partition`). One router keeps each
+   partition in input order, which windows, ``dedupe`` and rate limits depend on. A
+   replayed republish is dropped by id (NATS duplicate window; Redis ``seen`` keys). An
+   event without a usable key goes to ``rxdead.<G>`` (dead letter): the partition goes on.
+4. **Partitions.** The owner of ``p<i>`` claims it (fencing every earlier owner), restores
+   the last checkpoint into a fresh pipeline (every :class:`~operators.state.Stateful`
+   stage, by name) and feeds it the partition subject from the checkpointed position on,
+   then live. The pipeline is built and subscribed once: operators see one continuous
+   stream. Every ``checkpoint_every`` events or ``checkpoint_seconds`` seconds it commits
+   the stages' snapshots, the last input position and the outputs of those inputs, under
+   ids ``<group>:<unit>:<input offset>:<output index>``, through the fenced path
+   (:class:`~.leases.StateStore`): a member fenced out commits nothing and publishes
+   nothing.
+
+Outputs are published only with the checkpoint that covers their inputs, so they lag input
+by up to one checkpoint interval. An output emitted outside an input (a timer) takes the
+id of the last input. Producers never know about partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from reactivex import Observable
+from reactivex.subject import Subject
+
+from operators.state import Stateful, collecting
+from streams import Event, GapError, Position, Retention
+
+from .leases import Fenced, Lease, Routed, StateStore
+from .partitions import (
+    ROUTER,
+    Checkpoint,
+    CheckpointPolicy,
+    assign,
+    dead_letter_subject,
+    from_partition,
+    is_internal,
+    key_function,
+    output_event,
+    output_id,
+    partition_of,
+    partition_subject,
+    to_partition,
+    units,
+)
+
+__all__ = [
+    "KeyedSettings",
+    "PartitionPipeline",
+    "PipelineFailed",
+    "run_keyed_worker",
+    "state_store",
+]
+
+log = logging.getLogger(__name__)
+
+
+class PipelineFailed(Exception):
+    """The user's pipeline ended with an error: the worker stops (its input is replayed)."""
+
+
+PARTS_RETENTION = Retention(
+    max_events=None, max_bytes=None, max_age=7 * 86400, max_per_subject=None
+)
+
+
+def partitions_broker(broker: Any, group: str) -> Any:
+    """The broker of ``group``'s partition log: a stream of its own beside ``broker``'s
+    (``<stream>_<group>_parts``), so the input stream's limits (NATS keeps 1,000 events per
+    subject by default) never evict partition events before their owner read them, and a
+    ``>`` input pattern never reads them back. Kept 7 days (NATS; not trimmed on Redis)."""
+    stream = re.sub(r"[^A-Za-z0-9_-]", "_", f"{broker.stream}_{group}_parts")
+    cls = type(broker)
+    return cls(broker.url, stream=stream, retention=PARTS_RETENTION)
+
+
+def state_store(broker: Any, group: str, parts: Any = None) -> StateStore:
+    """The store of ``group``'s leases and checkpoints in ``broker`` itself."""
+    parts = parts if parts is not None else partitions_broker(broker, group)
+    if hasattr(broker, "log_key"):
+        from .redis_state import RedisState
+
+        return RedisState(broker, group, parts)
+    from .nats_state import NatsState
+
+    return NatsState(broker, group, parts)
+
+
+class PartitionPipeline:
+    """One partition's pipeline, built and subscribed once, fed one event at a time.
+
+    >>> from adapters.brokers.stages import dedupe_by
+    >>> p = PartitionPipeline(lambda obs: obs.pipe(dedupe_by(lambda e: e.data)))
+    >>> [len(p.feed(Event.create(x))) for x in (1, 1, 2)]
+    [1, 0, 1]
+    >>> q = PartitionPipeline(lambda obs: obs.pipe(dedupe_by(lambda e: e.data)))
+    >>> q.restore(p.snapshot())
+    >>> [len(q.feed(Event.create(x))) for x in (1, 3)]
+    [0, 1]
+    """
+
+    def __init__(self, pipeline: Callable[[Observable[Event]], Observable[Any]]) -> None:
+        self._input: Subject[Event] = Subject()
+        self._out: list[Any] = []
+        self.error: BaseException | None = None
+        with collecting() as stages:
+            result = pipeline(self._input)
+            if not isinstance(result, Observable):
+                raise TypeError(
+                    f"a keyed pipeline must return an Observable, not {type(result).__name__}"
+                )
+            self._subscription = result.subscribe(self._out.append, self._fail)
+        self.stages: dict[str, Stateful] = stages
+
+    def _fail(self, error: BaseException) -> None:
+        self.error = error
+
+    def feed(self, event: Event) -> list[Any]:
+        """What the pipeline emitted for ``event`` (and anything emitted since the last
+        call); raises :class:`PipelineFailed` when it failed."""
+        self._input.on_next(event)
+        if self.error is not None:
+            raise PipelineFailed(f"pipeline failed: {self.error!r}") from self.error
+        out, self._out[:] = list(self._out), []
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        return {name: stage.snapshot() for name, stage in self.stages.items()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            stage = self.stages.get(name)
+            if stage is None:
+                log.warning("checkpoint has state for %r, which this pipeline lacks", name)
+                continue
+            stage.restore(value)
+
+    def close(self) -> None:
+        self._subscription.dispose()
+
+
+class Inbox:
+    """A subscription read in batches, bounded: past ``high`` queued events it unsubscribes
+    and later subscribes again after the last event it kept (never an unbounded queue)."""
+
+    def __init__(
+        self, broker: Any, pattern: str, since: Position, high: int = 8192, skip_gap: bool = False
+    ) -> None:
+        self.broker, self.pattern, self.high, self.skip_gap = broker, pattern, high, skip_gap
+        self._queue: deque[Event] = deque()
+        self._wake = asyncio.Event()
+        self._error: BaseException | None = None
+        self._since = since
+        self._subscription: Any = None
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        source = self.broker.subscribe(self.pattern, since=self._since)
+        self._subscription = source.subscribe(self._next, self._failed, self._ended)
+
+    def _next(self, event: Event) -> None:
+        if self._subscription is None:
+            return  # paused: this one is read again after _since
+        self._queue.append(event)
+        self._wake.set()
+        if len(self._queue) >= self.high:
+            self._since = Position.parse(event.sequence or "")
+            self._pause()
+
+    def _pause(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.dispose()
+
+    def _failed(self, error: BaseException) -> None:
+        if self.skip_gap and isinstance(error, GapError) and error.resume_from is not None:
+            self.skip_gap = False
+            self._since = error.resume_from
+            self._subscription = None  # subscribed again on the next take
+            self._wake.set()
+            return
+        self._error = error
+        self._wake.set()
+
+    def _ended(self) -> None:
+        self._failed(ConnectionError(f"subscription to {self.pattern!r} ended"))
+
+    async def take(self, most: int, timeout: float) -> list[Event]:
+        """Up to ``most`` events, waiting at most ``timeout`` seconds for the first."""
+        if not self._queue and self._error is None:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+        if not self._queue and self._error is not None:
+            raise self._error
+        batch = [self._queue.popleft() for _ in range(min(most, len(self._queue)))]
+        if self._subscription is None and self._error is None and len(self._queue) < self.high // 4:
+            self._subscribe()
+        return batch
+
+    def close(self) -> None:
+        self._pause()
+
+
+@dataclass(slots=True)
+class KeyedSettings:
+    """A keyed worker group's configuration (the same in every member)."""
+
+    group: str
+    pattern: str
+    key: Callable[[Event], Any]
+    partitions: int
+    to: str | None = None
+    checkpoint: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    lease: float = 5.0
+    batch: int = 512
+
+
+@dataclass(slots=True)
+class UnitStatus:
+    """What a member reports about a unit it runs (for graphs, tests and benchmarks)."""
+
+    unit: str
+    position: str | None = None
+    events: int = 0
+    state_bytes: int = 0
+    checkpoints: int = 0
+
+
+async def _start_of(broker: Any) -> Position:
+    """Position 0 of the current epoch: a unit without checkpoint starts at the oldest event."""
+    return Position((await broker.last_position()).epoch, 0)
+
+
+class _Runner:
+    """One unit in one member: a task, a lease and a flag asking it to stop cleanly."""
+
+    def __init__(self, member: Member, lease: Lease) -> None:
+        self.member = member
+        self.lease = lease
+        self.stopping = False
+        self.status = UnitStatus(lease.unit)
+        body = self._route if lease.unit == ROUTER else self._partition
+        self.task = asyncio.create_task(body(), name=f"rx-{lease.unit}")
+
+    async def stop(self) -> None:
+        self.stopping = True
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await self.task
+
+    async def _inbox(self, broker: Any, pattern: str, checkpoint: Checkpoint | None) -> Inbox:
+        since = (
+            Position.parse(checkpoint.position)
+            if checkpoint is not None and checkpoint.position
+            else await _start_of(broker)
+        )
+        # Without a checkpoint, starting at the oldest retained event is not a loss.
+        return Inbox(broker, pattern, since, skip_gap=checkpoint is None or not checkpoint.position)
+
+    async def _route(self) -> None:
+        m, s = self.member, self.member.settings
+        store = m.store
+        checkpoint = await store.claim(self.lease)
+        inbox = await self._inbox(m.broker, s.pattern, checkpoint)
+        count = checkpoint.events if checkpoint else 0
+        dead = dead_letter_subject(s.group)
+        try:
+            while not self.stopping:
+                batch = await _take(inbox, s.batch)
+                if not batch:
+                    continue
+                routed: list[Routed] = []
+                for event in batch:
+                    if is_internal(event.subject):
+                        continue
+                    try:
+                        p = partition_of(s.key(event), s.partitions)
+                    except Exception as exc:  # a bad key is a dead letter, never a stop
+                        routed.append((dead, _dead_letter(event, exc)))
+                        continue
+                    routed.append((partition_subject(s.group, p), to_partition(event, s.group, p)))
+                count += len(batch)
+                position = batch[-1].sequence
+                await store.route(self.lease, Checkpoint(position, {}, [], count), routed)
+                self.status.position, self.status.events = position, count
+                self.status.checkpoints += 1
+        finally:
+            inbox.close()
+
+    async def _partition(self) -> None:
+        m, s = self.member, self.member.settings
+        unit, store = self.lease.unit, m.store
+        checkpoint = await store.claim(self.lease) or Checkpoint()
+        core = PartitionPipeline(m.pipeline)
+        core.restore(checkpoint.state)
+        subject = partition_subject(s.group, int(unit[1:]))
+        inbox = await self._inbox(m.parts, subject, checkpoint)
+        position, count, pending_events = checkpoint.position, checkpoint.events, 0
+        pending: list[Routed] = []
+        last_commit = time.monotonic()
+        try:
+            while True:
+                wait = max(0.01, s.checkpoint.seconds - (time.monotonic() - last_commit))
+                batch = [] if self.stopping else await _take(inbox, s.batch, wait)
+                for raw in batch:
+                    event = from_partition(raw)
+                    offset = Position.parse(raw.sequence or "").offset
+                    for k, value in enumerate(core.feed(event)):
+                        out_id = output_id(s.group, unit, offset, k)
+                        pending.append(output_event(value, out_id, event, s.to))
+                    position = raw.sequence
+                pending_events += len(batch)
+                count += len(batch)
+                elapsed = time.monotonic() - last_commit
+                if s.checkpoint.due(pending_events, elapsed) or (self.stopping and pending_events):
+                    state = core.snapshot()
+                    snap = Checkpoint(position, state, [], count)
+                    await store.commit(self.lease, snap, pending)
+                    self.status.state_bytes = len(snap.encode())
+                    self.status.checkpoints += 1
+                    pending, pending_events, last_commit = [], 0, time.monotonic()
+                self.status.position, self.status.events = position, count
+                if self.stopping:
+                    return
+        finally:
+            inbox.close()
+            core.close()
+
+
+async def _take(inbox: Inbox, most: int, timeout: float = 0.5) -> list[Event]:
+    try:
+        return await inbox.take(most, timeout)
+    except GapError as gap:
+        raise PipelineFailed(f"input lost before it was processed: {gap}") from gap
+
+
+def _dead_letter(event: Event, error: Exception) -> Event:
+    return Event(
+        id=f"dead:{event.id}",
+        source="rxstreams/router",
+        type="rxstreams.deadletter",
+        time=event.time,
+        data={"event": event.to_dict(), "error": f"{type(error).__name__}: {error}"},
+    )
+
+
+class Member:
+    """One member of a keyed worker group (see the module docstring)."""
+
+    def __init__(
+        self,
+        broker: Any,
+        pipeline: Callable[[Observable[Event]], Observable[Any]],
+        settings: KeyedSettings,
+        name: str | None = None,
+        store: StateStore | None = None,
+    ) -> None:
+        self.broker = broker
+        self.pipeline = pipeline
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+        self.parts = partitions_broker(broker, settings.group)
+        self.store = store or state_store(broker, settings.group, self.parts)
+        self.units = units(settings.partitions)
+        self.runners: dict[str, _Runner] = {}
+
+    def status(self) -> dict[str, UnitStatus]:
+        """The units this member runs now, with their position, events and state size."""
+        return {unit: r.status for unit, r in self.runners.items()}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        beat = self.settings.lease / 3
+        await self.parts.connect()
+        try:
+            while not stop.is_set():
+                await self.tick()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), beat)
+        finally:
+            await self.shutdown()
+
+    async def tick(self) -> None:
+        """One heartbeat: reap, stop what moved away, renew, start what is ours."""
+        ttl = self.settings.lease
+        live = await self.store.heartbeat(self.name, ttl)
+        mine = assign(self.units, live).get(self.name, [])
+        self._reap()
+        leaving = [u for u in self.runners if u not in mine]
+        await self._stop(leaving)
+        for unit, runner in list(self.runners.items()):
+            if not await self.store.renew(runner.lease, ttl):
+                log.warning("%s: lease on %s lost; stopping it", self.name, unit)
+                runner.task.cancel()
+                del self.runners[unit]
+        for unit in mine:
+            if unit not in self.runners:
+                lease = await self.store.acquire(unit, self.name, ttl)
+                if lease is not None:
+                    self.runners[unit] = _Runner(self, lease)
+
+    def _reap(self) -> None:
+        for unit, runner in list(self.runners.items()):
+            if not runner.task.done():
+                continue
+            del self.runners[unit]
+            if runner.task.cancelled():
+                continue
+            exc = runner.task.exception()
+            if isinstance(exc, Fenced):
+                log.warning("%s: %s", self.name, exc)
+            elif isinstance(exc, PipelineFailed | TypeError | ValueError):
+                raise exc
+            elif exc is not None:
+                log.warning("%s: %s failed (%r); trying again", self.name, unit, exc)
+
+    async def _stop(self, leaving: list[str]) -> None:
+        runners = [self.runners.pop(u) for u in leaving]
+        await asyncio.gather(*(r.stop() for r in runners))
+        for r in runners:
+            with contextlib.suppress(Exception):
+                await self.store.release(r.lease)
+
+    async def shutdown(self) -> None:
+        """Stop every unit cleanly (final checkpoints), release the leases, leave."""
+        try:
+            await self._stop(list(self.runners))
+            with contextlib.suppress(Exception):
+                await self.store.leave(self.name)
+        finally:
+            await self.store.close()
+            await self.parts.close()
+
+
+async def run_keyed_worker(
+    broker: Any,
+    pipeline: Callable[[Observable[Event]], Observable[Any]],
+    group: str,
+    pattern: str,
+    key: str | Callable[[Event], Any],
+    partitions: int,
+    to: str | None = None,
+    checkpoint_every: int = 1000,
+    checkpoint_seconds: float = 1.0,
+    lease: float = 5.0,
+    stop: asyncio.Event | None = None,
+    name: str | None = None,
+    on_member: Callable[[Member], None] | None = None,
+) -> None:
+    """Run one member of a keyed worker group until ``stop`` is set (or the pipeline
+    fails); ``broker`` is a NATS or Redis broker instance."""
+    settings = KeyedSettings(
+        group,
+        pattern,
+        key_function(key),
+        partitions,
+        to,
+        CheckpointPolicy(checkpoint_every, checkpoint_seconds),
+        lease,
+    )
+    member = Member(broker, pipeline, settings, name)
+    if on_member is not None:
+        on_member(member)
+    await member.run(stop or asyncio.Event())
