@@ -120,7 +120,9 @@ async def serve_app(
 ) -> None:
     """Serve until SIGINT/SIGTERM, then shut down gracefully: stop accepting, flush what is
     queued, close WebSockets with 1001, run cleanup."""
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
+    from adapters.server.serving import EdgeRunner  # header timeout, JSON parse errors
+
+    runner = EdgeRunner(app, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

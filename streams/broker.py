@@ -52,11 +52,20 @@ class Position(NamedTuple):
 
     @classmethod
     def parse(cls, text: str) -> Position:
-        """Parse ``"<epoch>-<offset>"``; raises :class:`PositionError`."""
+        """Parse ``"<epoch>-<offset>"``; raises :class:`PositionError`.
+
+        The offset is ASCII digits only (``str.isdigit`` also accepts ``"²"``, which
+        ``int`` refuses):
+
+        >>> Position.parse("e-\u00b2")
+        Traceback (most recent call last):
+        ...
+        streams.broker.PositionError: not a position: 'e-²' (expected '<epoch>-<offset>')
+        """
         if not isinstance(text, str):
             raise PositionError(f"not a position: {text!r}")
         epoch, sep, offset = text.rpartition("-")
-        if not sep or not epoch or not offset.isdigit() or len(offset) > 19:
+        if not sep or not epoch or not (offset.isascii() and offset.isdigit()) or len(offset) > 19:
             raise PositionError(f"not a position: {text!r} (expected '<epoch>-<offset>')")
         return cls(epoch, int(offset))
 

@@ -46,7 +46,9 @@ from .errors import ProtocolError
 from .framing import HEARTBEAT_NDJSON, HEARTBEAT_SSE, ndjson_chunk, sse_chunk
 from .ingest import check_media_type, media_type, parse_body
 from .limits import TokenBucket
+from .middleware import json_errors
 from .routes import connection_policy
+from .serving import EDGE, Edge
 from .wsproto import Publish, Subscribe, Unsubscribe, parse_message, parse_position
 
 __all__ = ["BROKER", "CONFIG", "HUB", "create_app", "expose"]
@@ -87,13 +89,18 @@ def _pattern(text: str, field: str = "pattern") -> str:
         raise ProtocolError("bad_subject", str(exc), field=field) from None
 
 
+_EDGES: weakref.WeakKeyDictionary[Hub, Edge] = weakref.WeakKeyDictionary()
+
+
 def _admit(hub: Hub) -> None:
     cfg = hub.config
     if hub.closing:
         raise ProtocolError(
             "overloaded", "server is shutting down", retry_after=cfg.overloaded_retry_after
         )
-    if hub.connections >= cfg.max_connections:
+    edge = _EDGES.get(hub)
+    pending = edge.pending if edge is not None else 0  # connections not yet requests
+    if hub.connections + pending >= cfg.max_connections:
         raise ProtocolError(
             "overloaded",
             f"connection limit of {cfg.max_connections} reached",
@@ -267,9 +274,21 @@ async def poll_events(request: web.Request) -> web.Response:
     headers = {"Cache-Control": "no-cache"}
     if got and got[-1].sequence:
         headers["X-Last-Event-ID"] = got[-1].sequence
-    hub.count_out("poll", len(got))
-    body = b"[" + b",".join([e.encode() for e in got]) + b"]"
+    body = _batch(got, hub)
     return web.Response(body=body, content_type=BATCH_CT, headers=headers)
+
+
+def _batch(events: list[Event], hub: Hub) -> bytes:
+    """A CloudEvents batch of ``events``, skipping (and counting) any that cannot be
+    encoded: ``X-Last-Event-ID`` still moves past them, so no poll answers 500 for ever."""
+    parts: list[bytes] = []
+    for e in events:
+        try:
+            parts.append(e.encode())
+        except Exception as exc:
+            hub.unencodable(e, exc)
+    hub.count_out("poll", len(parts))
+    return b"[" + b",".join(parts) + b"]"
 
 
 # -- POST /events/{subject} --------------------------------------------------------------
@@ -307,16 +326,24 @@ async def _live_from(broker: Broker, cfg: ServerConfig, ref: str | None = None) 
         ) from None
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise ProtocolError("too_large", f"body larger than {limit} bytes", limit=limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise ProtocolError("too_large", f"body larger than {limit} bytes", limit=limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise ProtocolError(
+                        "too_large", f"body larger than {limit} bytes", limit=limit
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ProtocolError(
+            "request_timeout", f"body not received within {timeout:g} s"
+        ) from None
     return b"".join(chunks)
 
 
@@ -333,7 +360,7 @@ async def ingest(request: web.Request) -> web.Response:
         authorize(_claims(request), "publish", subject)
         kind = media_type(request.headers.get("Content-Type"))
         check_media_type(kind)
-        body = await _read_body(request, cfg.max_body_bytes)
+        body = await _read_body(request, cfg.max_body_bytes, cfg.body_timeout)
         events = parse_body(body, kind, request.query.get("type", "rxstreams.event"))
         _spend(_bucket(request), len(events), cfg)
     except ProtocolError as exc:
@@ -406,6 +433,15 @@ class _WsSession:
         self.client.set_policy(connection_policy(self.policies.values(), default))
 
     async def handle(self, data: str | bytes) -> None:
+        try:
+            await self._handle(data)
+        except Exception:  # a bug must not cost the client its connection
+            log.exception("unexpected error handling a WebSocket message")
+            internal = ProtocolError("internal", "internal server error")
+            self.client.hub.metrics.rejected.labels(internal.code).inc()
+            self.client.send_control(internal.ws_message())
+
+    async def _handle(self, data: str | bytes) -> None:
         client = self.client
         hub = client.hub
         try:
@@ -548,12 +584,14 @@ def create_app(
     ('MemoryBroker', <OverflowPolicy.DISCONNECT: 'disconnect'>)
     """
     config = config or ServerConfig()
-    app = web.Application(client_max_size=config.max_body_bytes)
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[json_errors])
     app[_OWNED] = broker is None
     app[BROKER] = broker if broker is not None else MemoryBroker()
     app[CONFIG] = config
     app[HUB] = Hub(config)
     app[_BUCKETS] = weakref.WeakKeyDictionary()
+    hub = app[HUB]
+    app[EDGE] = _EDGES[hub] = Edge(config.max_connections, lambda: hub.connections)
     app.router.add_get("/events/{pattern}", stream_events)
     app.router.add_post("/events/{subject}", ingest)
     app.router.add_get("/poll/{pattern}", poll_events)

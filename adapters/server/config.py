@@ -53,6 +53,10 @@ class ServerConfig:
     poll_limit: int = 100
     title: str = "rxstreams"
     broker_health_timeout: float = 2.0  # /healthz waits this long for the broker's state
+    # A connection that has not sent a whole request head this long after it opened (or
+    # after its previous response) is closed; see adapters.server.serving.EdgeRunner.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0  # an ingest body not read whole in time answers 408
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "overflow", client_policy(self.overflow))

@@ -31,6 +31,11 @@ STATUS: Final[dict[str, int]] = {
     "not_subscribed": 400,
     "overloaded": 503,
     "unavailable": 503,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "request_timeout": 408,
+    "token_expired": 401,
+    "internal": 500,
 }
 
 

@@ -15,7 +15,14 @@ from streams.event import DEFAULT_TYPE
 
 from .errors import ProtocolError
 
-__all__ = ["JSON_TYPES", "check_media_type", "media_type", "parse_body"]
+__all__ = [
+    "JSON_TYPES",
+    "MAX_DEPTH",
+    "check_deliverable",
+    "check_media_type",
+    "media_type",
+    "parse_body",
+]
 
 JSON: Final = "application/json"
 NDJSON: Final = "application/x-ndjson"
@@ -23,6 +30,56 @@ CE: Final = "application/cloudevents+json"
 CE_BATCH: Final = "application/cloudevents-batch+json"
 JSON_TYPES: Final = (JSON, NDJSON, CE, CE_BATCH)
 _ALIASES: Final = {"application/jsonl": NDJSON, "application/ndjson": NDJSON}
+#: orjson reads JSON nested up to 1,024 levels but writes at most 254: an event (itself one
+#: level) whose ``data`` or extension attributes nest deeper could be stored and never sent.
+MAX_DEPTH: Final = 254
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """True if ``value`` nests more than ``limit`` arrays/objects (iterative: no recursion).
+
+    >>> _depth_over([[1]], 2), _depth_over([[1]], 1), _depth_over({"a": [{}]}, 3)
+    (False, True, False)
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if level > limit:
+            return True
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def check_deliverable(event: Event, ref: str | None = None, **where: Any) -> Event:
+    """Refuse (``bad_event``) an event the server could store but never write back.
+
+    >>> deep = [1]
+    >>> for _ in range(300):
+    ...     deep = [deep]
+    >>> check_deliverable(Event.create(deep))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    adapters.server.errors.ProtocolError: data: JSON nested deeper than 253 levels ...
+    """
+    inner = MAX_DEPTH - 1  # the event object is the first level
+    fields = {"data": event.data, **(event.extensions or {})}
+    for name, value in fields.items():
+        if isinstance(value, dict | list) and _depth_over(value, inner):
+            raise ProtocolError(
+                "bad_event",
+                f"{_at(where)}{name}: JSON nested deeper than {inner} levels cannot be "
+                f"delivered (an event is at most {MAX_DEPTH} levels deep)",
+                field=name,
+                ref=ref,
+                **where,
+            )
+    return event
 
 
 def media_type(content_type: str | None) -> str:
@@ -54,12 +111,14 @@ def check_media_type(kind: str) -> None:
 def _item(value: Any, type_: str, where: dict[str, Any]) -> Event:
     if isinstance(value, dict) and "specversion" in value:
         try:
-            return Event.from_dict(value)
+            event = Event.from_dict(value)
         except EventError as exc:
             raise ProtocolError(
                 "bad_event", f"{_at(where)}{exc}", field=exc.field, **where
             ) from None
-    return Event.create(value, type=type_)
+    else:
+        event = Event.create(value, type=type_)
+    return check_deliverable(event, **where)
 
 
 def _cloudevent(value: Any, where: dict[str, Any]) -> Event:

@@ -23,6 +23,7 @@ from streams import (
 from streams.event import DEFAULT_TYPE
 
 from .errors import ProtocolError
+from .ingest import check_deliverable
 
 __all__ = [
     "Filter",
@@ -210,7 +211,7 @@ def parse_message(raw: bytes | str) -> Op:
                     "bad_event", "type must be 1 to 256 characters", field="type", ref=ref
                 )
             event = Event.create(msg.get("data"), type=type_)
-        return Publish(pref, subject, event)
+        return Publish(pref, subject, check_deliverable(event, ref))
     raise ProtocolError(
         "unknown_op", f"op {op!r} is not one of subscribe, unsubscribe, publish", ref=ref
     )
