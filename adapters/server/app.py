@@ -38,18 +38,19 @@ from streams import (
 )
 
 from .asyncapi import asyncapi_document
-from .auth import ANYONE, Claims, authorize, token_from, verify_token
+from .auth import ANYONE, Claims, allows, authorize, token_from
 from .config import ServerConfig
 from .delivery import Hub, StreamClient, WsClient, live_start, subscribe_client
 from .disconnect import on_disconnect
 from .errors import ProtocolError
 from .framing import HEARTBEAT_NDJSON, HEARTBEAT_SSE, ndjson_chunk, sse_chunk
 from .ingest import check_media_type, media_type, parse_body
+from .keys import TokenVerifier
 from .limits import TokenBucket
 from .middleware import json_errors
 from .routes import connection_policy
 from .serving import EDGE, Edge
-from .wsproto import Publish, Subscribe, Unsubscribe, parse_message, parse_position
+from .wsproto import Auth, Publish, Subscribe, Unsubscribe, parse_message, parse_position
 
 __all__ = ["BROKER", "CONFIG", "HUB", "create_app", "expose"]
 
@@ -58,6 +59,7 @@ CONFIG = web.AppKey("rxstreams_config", ServerConfig)
 HUB = web.AppKey("rxstreams_hub", Hub)
 _OWNED = web.AppKey("rxstreams_owns_broker", bool)
 _BUCKETS = web.AppKey("rxstreams_buckets", weakref.WeakKeyDictionary)
+_VERIFIER = web.AppKey("rxstreams_verifier", TokenVerifier)
 
 JSON_CT = "application/json"
 NDJSON_CT = "application/x-ndjson"
@@ -74,12 +76,35 @@ def _error(exc: ProtocolError, hub: Hub) -> web.Response:
     )
 
 
-def _claims(request: web.Request) -> Claims:
-    auth = request.app[CONFIG].auth
-    if auth is None:
+async def _claims(request: web.Request) -> Claims:
+    verifier = request.app.get(_VERIFIER)
+    if verifier is None:
         return ANYONE
     token = token_from(request.headers.get("Authorization"), request.query.get("token"))
-    return verify_token(token, auth)
+    return await verifier.verify(token)
+
+
+def _on_expiry(claims: Claims, callback: Callable[[], None]) -> asyncio.TimerHandle | None:
+    """Call ``callback`` when the token behind ``claims`` expires (never, without ``exp``)."""
+    if claims.exp is None:
+        return None
+    delay = max(0.0, claims.exp - time.time())
+    return asyncio.get_running_loop().call_later(delay, callback)
+
+
+def _expired() -> ProtocolError:
+    return ProtocolError(
+        "token_expired", "the token expired: reconnect (or send an auth op) with a fresh one"
+    )
+
+
+def _end_expired_stream(client: StreamClient) -> None:
+    """At the token's expiry an SSE/NDJSON stream says so and ends (the client resumes
+    with ``Last-Event-ID`` and a fresh token)."""
+    client.unsubscribe_all()
+    client.send_control(_expired().ws_message())
+    client.hub.metrics.rejected.labels("token_expired").inc()
+    client.hub.loop.create_task(client.shutdown())
 
 
 def _pattern(text: str, field: str = "pattern") -> str:
@@ -159,7 +184,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     cfg = hub.config
     try:
         pattern = _pattern(request.match_info["pattern"])
-        claims = _claims(request)
+        claims = await _claims(request)
         authorize(claims, "subscribe", pattern)
         raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
         since = parse_position(raw, "last_event_id") if raw else None
@@ -175,10 +200,11 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     await resp.prepare(request)
     _tune(request.transport, cfg)
     name = "ndjson" if ndjson else "sse"
-    client = StreamClient(hub, policy, resp, request.transport, name)
+    client = StreamClient(hub, policy, resp, request, name)
     hub.connections += 1
     hub.add(client)
     on_disconnect(request, client.lost)
+    expiry = _on_expiry(claims, lambda: _end_expired_stream(client))
     try:
         subscribe_client(client, request.app[BROKER], None, pattern, since, None, live_from)
         if ndjson:
@@ -189,6 +215,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     except ConnectionError:
         pass
     finally:
+        if expiry is not None:
+            expiry.cancel()
         hub.connections -= 1
         hub.remove(client)
     with contextlib.suppress(ConnectionError):
@@ -217,7 +245,7 @@ async def poll_events(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     try:
         pattern = _pattern(request.match_info["pattern"])
-        authorize(_claims(request), "subscribe", pattern)
+        authorize(await _claims(request), "subscribe", pattern)
         raw = request.query.get("after")
         after = parse_position(raw, "after") if raw else None
         timeout = _number(request, "timeout", cfg.poll_timeout, 0, cfg.poll_max_timeout)
@@ -357,7 +385,7 @@ async def ingest(request: web.Request) -> web.Response:
             validate_subject(subject)
         except SubjectError as exc:
             raise ProtocolError("bad_subject", str(exc), field="subject") from None
-        authorize(_claims(request), "publish", subject)
+        authorize(await _claims(request), "publish", subject)
         kind = media_type(request.headers.get("Content-Type"))
         check_media_type(kind)
         body = await _read_body(request, cfg.max_body_bytes, cfg.body_timeout)
@@ -385,7 +413,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         origin = request.headers.get("Origin")
         if cfg.origins is not None and origin is not None and origin not in cfg.origins:
             raise ProtocolError("forbidden", f"Origin {origin!r} is not allowed")
-        claims = _claims(request)
+        claims = await _claims(request)
         _admit(hub)
     except ProtocolError as exc:
         return _error(exc, hub)
@@ -399,7 +427,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     try:
         await ws.prepare(request)
         _tune(request.transport, cfg)
-        client = WsClient(hub, ws, OverflowPolicy(cfg.overflow))
+        client = WsClient(hub, ws, OverflowPolicy(cfg.overflow), request)
         hub.add(client)
         session = _WsSession(request, client, claims)
         try:
@@ -409,6 +437,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 elif msg.type is WSMsgType.ERROR:
                     break
         finally:
+            session.close()
             hub.remove(client)
     finally:
         hub.connections -= 1
@@ -426,6 +455,60 @@ class _WsSession:
         self.cfg = cfg
         self.bucket = TokenBucket(cfg.publish_rate, cfg.publish_burst, time.monotonic())
         self.policies: dict[str, OverflowPolicy] = {}  # each subscription's own policy
+        self.patterns: dict[str, str] = {}  # each subscription's pattern
+        self.expiry = _on_expiry(claims, self._expired)
+
+    def close(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+
+    def _expired(self) -> None:
+        """The token expired: a ``token_expired`` error op, then close 4401."""
+        client = self.client
+        if client.closing is not None:
+            return
+        client.unsubscribe_all()
+        client.hub.metrics.rejected.labels("token_expired").inc()
+        client.closing = client.hub.loop.create_task(self._close_expired())
+
+    async def _close_expired(self) -> None:
+        client = self.client
+        # aiohttp's writer sends whole frames: this one cannot split a queued frame.
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await client.ws.send_str(_expired().ws_message().decode())
+        await client.close(4401, b"token expired")
+
+    async def reauth(self, op: Auth) -> None:
+        """Replace the connection's token; subscriptions it no longer allows end."""
+        verifier = self.app.get(_VERIFIER)
+        claims = ANYONE if verifier is None else await verifier.verify(op.token)
+        if verifier is not None and self.claims.sub is not None and claims.sub != self.claims.sub:
+            raise ProtocolError(
+                "forbidden", "the new token is for another client (sub)", ref=op.ref
+            )
+        self.claims = claims
+        self.close()
+        self.expiry = _on_expiry(claims, self._expired)
+        client = self.client
+        for sid, pattern in list(self.patterns.items()):
+            if not allows(claims, "subscribe", pattern):
+                self._drop(sid)
+                gone = {"op": "unsubscribed", "id": sid, "reason": "forbidden"}
+                client.send_control(orjson.dumps(gone))
+        authed: dict[str, Any] = {"op": "authed", "exp": claims.exp}
+        if op.ref is not None:
+            authed["ref"] = op.ref
+        client.send_control(orjson.dumps(authed))
+
+    def _drop(self, sid: str) -> bool:
+        handle = self.client.subs.pop(sid, None)
+        if handle is None:
+            return False
+        handle.dispose()
+        self.policies.pop(sid, None)
+        self.patterns.pop(sid, None)
+        self._apply_policy()
+        return True
 
     def _apply_policy(self) -> None:
         """One queue, one policy: the least lossy of the subscriptions' policies."""
@@ -458,15 +541,13 @@ class _WsSession:
             if isinstance(op, Subscribe):
                 await self.subscribe(op)
             elif isinstance(op, Unsubscribe):
-                handle = client.subs.pop(op.id, None)
-                if handle is None:
+                if not self._drop(op.id):
                     raise ProtocolError("not_subscribed", f"no subscription {op.id!r}", ref=op.id)
-                handle.dispose()
-                self.policies.pop(op.id, None)
-                self._apply_policy()
                 client.send_control(orjson.dumps({"op": "unsubscribed", "id": op.id}))
             elif isinstance(op, Publish):
                 await self.publish(op)
+            elif isinstance(op, Auth):
+                await self.reauth(op)
         except ProtocolError as exc:
             hub.metrics.rejected.labels(exc.code).inc()
             client.send_control(exc.ws_message())
@@ -492,6 +573,7 @@ class _WsSession:
         if op.id in client.subs:  # the same id subscribed again while we waited
             raise ProtocolError("bad_request", f"subscription id {op.id!r} is in use", ref=op.id)
         self.policies[op.id] = policy
+        self.patterns[op.id] = op.pattern
         self._apply_policy()
         # Confirmed only once the start is known: every event stored from now on arrives.
         client.send_control(orjson.dumps({"op": "subscribed", "id": op.id}))
@@ -592,6 +674,8 @@ def create_app(
     app[_BUCKETS] = weakref.WeakKeyDictionary()
     hub = app[HUB]
     app[EDGE] = _EDGES[hub] = Edge(config.max_connections, lambda: hub.connections)
+    if config.auth is not None:
+        app[_VERIFIER] = TokenVerifier(config.auth)  # a JWKS file that cannot be used fails here
     app.router.add_get("/events/{pattern}", stream_events)
     app.router.add_post("/events/{subject}", ingest)
     app.router.add_get("/poll/{pattern}", poll_events)

@@ -1,16 +1,18 @@
-"""Delivery to many clients: one bounded queue per client, coalesced writes.
+"""Delivery to many clients: one bounded queue per client, shared bytes, coalesced writes.
 
-Every client owns a :class:`streams.AsyncBuffer` (bounded in queued items and bytes) with
-the route's overflow policy. Live subscriptions to the same pattern share one broker
-subscription, a :class:`Topic`: the events it receives during one loop iteration become
-one immutable segment, queued to every member as a single item. WebSocket clients are
-written by the :class:`Hub`'s flusher: one ``call_soon`` callback per loop iteration
-drains every client that received something and writes all of it in one
-``transport.write`` (a JSON array frame built from cached event bytes; clients with the
-same queue contents share the same frame bytes). A client whose
-socket is backed up gets its own writer task, which waits for the socket to drain; its
-queue stays bounded, and its policy decides what happens when it fills. SSE and NDJSON
-responses are written by their own handler task, the same way.
+Every client owns a :class:`~adapters.server.client_queue.ClientQueue` (sans-I/O: bounds
+in items and bytes, the overflow policy, control messages never dropped); the classes
+here are the thin shells that move bytes. Live subscriptions to the same pattern share
+one broker subscription, a :class:`Topic`: the events it receives during one loop
+iteration (or one ``ServerConfig.write_delay`` window) become one immutable segment.
+The :class:`Hub`'s flusher, one callback per iteration, hands each segment to the
+topic's members: a caught-up client (SSE, NDJSON or WebSocket) is written right away
+with frame bytes built once per transport kind and shared by every such client; the
+others queue the segment. Then every client with something queued is written in one
+``transport.write`` (clients with the same queue contents share the frame bytes). A
+client whose socket is backed up gets its own writer task, which waits on the
+transport's public flow control; its queue stays bounded, and its policy decides what
+happens when it fills. Metrics are counted once per flush, not per write.
 """
 
 from __future__ import annotations
@@ -19,26 +21,26 @@ import asyncio
 import contextlib
 import logging
 import operator
-import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from reactivex.abc import DisposableBase
 
-from streams import (
-    AsyncBuffer,
-    Broker,
-    Event,
-    GapError,
-    MemoryBroker,
-    Overflow,
-    OverflowPolicy,
-    Position,
-)
+from streams import Broker, Event, GapError, MemoryBroker, OverflowPolicy, Position
 
+from .client_queue import ClientQueue
 from .config import ServerConfig
-from .framing import Item, Segment, count_events, gap_message, ws_frames, ws_payloads
+from .framing import (
+    Item,
+    Segment,
+    count_events,
+    gap_message,
+    http_chunk,
+    ndjson_chunk,
+    ws_frames,
+    ws_payloads,
+)
 from .metrics import ServerMetrics
 
 __all__ = [
@@ -57,99 +59,96 @@ log = logging.getLogger(__name__)
 
 
 class Client:
-    """One connected consumer: a bounded queue plus bookkeeping shared by all transports.
+    """One connected consumer: a :class:`ClientQueue` plus the writing shell around it.
 
-    The bounds (``client_max_events``/``client_max_bytes``) and the overflow policy are
-    applied here, not by the queue itself: events replayed for a subscription with
-    ``since`` (plain :class:`streams.Event` items) and control messages (``bytes``) are
-    never dropped by the policy; only live segments (tuples) are.
+    The queue (sans-I/O) decides what is kept, dropped or overflows; this class only
+    moves bytes. A caught-up client is written straight from the hub: a topic's segment
+    becomes one frame per transport kind, shared by every such client
+    (:meth:`can_write_now`, :meth:`write`). A client with something queued is written
+    by the hub's flusher, and one whose socket is backed up gets its own writer task,
+    which waits on the transport's public flow control (``writing_paused``, ``drain``).
+
+    Live segments are offered (:meth:`offer`: the policy applies); control messages and
+    replayed events are kept (:meth:`keep`: never dropped, see
+    :mod:`adapters.server.client_queue`).
     """
 
     transport_name: str = "stream"
+    kind: str = "stream"  # clients of one kind share frame bytes
 
-    def can_write_now(self) -> bool:
-        """True for a WebSocket client that can be written to right now, skipping the queue."""
-        return False
-
-    def write_now(self, frames: bytes) -> bool:
-        """Write ``frames`` bypassing the queue (only when :attr:`direct`)."""
-        return False
-
-    def __init__(self, hub: Hub, policy: OverflowPolicy) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        policy: OverflowPolicy,
+        request: web.BaseRequest | None = None,
+    ) -> None:
         cfg = hub.config
         self.hub = hub
-        # The queue itself never refuses nor drops: ``offer`` enforces the bounds.
-        self.queue: AsyncBuffer[Item] = AsyncBuffer(sys.maxsize, None, OverflowPolicy.DROP_OLDEST)
-        self.max_items = cfg.client_max_events
-        self.max_bytes = cfg.client_max_bytes
-        self.policy = policy
+        self.queue = ClientQueue(cfg.client_max_events, cfg.client_max_bytes, policy)
         self.subs: dict[str, SubHandle | TopicHandle] = {}
         self.first_at = 0.0  # loop time the oldest queued item arrived
         self.kicked = False
-        self.replaying = 0  # subscriptions with ``since``: their queued events are kept
         self.paused: list[SubHandle] = []  # waiting for the writer to drain the queue
+        self.dirty = False  # marked for the hub's next flush
+        self.started = True  # headers (and any preamble) written: events may follow
+        self.slow_task: asyncio.Task[None] | None = None
+        self.transport: asyncio.WriteTransport | None = None
+        self._flow: Any = None
+        self._out: Any = None
+        if request is not None:
+            self.transport = cast("asyncio.WriteTransport | None", request.transport)
+            self._flow = request.protocol  # public: ``writing_paused``
+            self._out = request.writer  # public: ``drain()``
 
-    def full(self, size: int) -> bool:
-        """True when ``size`` more bytes would exceed the queue's bounds (an item larger
-        than the byte bound still travels alone through an empty queue)."""
-        b = self.queue.buffer
-        n = len(b)
-        return bool(n) and (n >= self.max_items or b.bytes + size > self.max_bytes)
+    # -- the queue ------------------------------------------------------------------
+    @property
+    def policy(self) -> OverflowPolicy:
+        return self.queue.policy
+
+    def set_policy(self, policy: OverflowPolicy) -> None:
+        """Apply ``policy`` from now on (a WebSocket's subscriptions changed)."""
+        self.queue.set_policy(policy)
 
     def half_full(self, size: int) -> bool:
-        """A resumed subscription fills at most half the queue, leaving room for live ones."""
-        b = self.queue.buffer
-        n = len(b)
-        return bool(n) and (
-            n >= max(1, self.max_items // 2) or b.bytes + size > self.max_bytes // 2
-        )
+        return self.queue.half_full(size)
 
-    def offer(self, item: Item, size: int) -> None:
-        """Queue live ``item`` (``size`` bytes) under the overflow policy; never blocks."""
+    def offer(self, segment: Segment, size: int) -> None:
+        """Queue a live segment (``size`` bytes) under the overflow policy; never blocks."""
         q = self.queue
-        if q.closed:
-            return
-        b = q.buffer
-        if len(b):
-            policy = self.policy
-            if policy is OverflowPolicy.LATEST_ONLY:
-                if not isinstance(item, bytes):
-                    self._conflate()
-                    if isinstance(item, tuple) and len(item) > 1:
-                        self._count_dropped(len(item) - 1)
-                        item = item[-1:]
-                        size = len(item[0].encode())
-            elif self.full(size):
-                if policy is OverflowPolicy.DROP_OLDEST:
-                    if self.replaying:
-                        if not self._drop_live(size) and isinstance(item, tuple):
-                            self._count_dropped(len(item))  # only kept items are queued
-                            return
-                    else:
-                        dropped = 0
-                        while len(b) and self.full(size):
-                            dropped += count_events(b.pop())
-                        self._count_dropped(dropped)
-                else:  # disconnect: refuse, close the queue with Overflow, drop the client
-                    self._count_dropped(count_events(item))
-                    q.close(Overflow("consumer too slow: buffer overflowed"))
-                    if not self.kicked:
-                        self.kicked = True
-                        self.hub.metrics.disconnects.inc()
-                        self.on_overflow()
-                    return
-        self.keep(item, size)
+        empty = not len(q)
+        dropped = q.offer_live(segment, size)
+        self._queued(empty, dropped)
 
-    def keep(self, item: Item, size: int) -> None:
-        """Queue ``item`` without applying the policy (replayed events, control messages)."""
+    def keep(self, item: bytes | Event, size: int) -> None:
+        """Queue a control message or a replayed event: never dropped by the policy."""
         q = self.queue
-        if q.closed:
+        empty = not len(q)
+        dropped = q.offer_kept(item, size)
+        self._queued(empty, dropped)
+
+    def send_control(self, msg: bytes) -> None:
+        """Queue a control message (``ack``, ``error``, ...) in order with events."""
+        self.keep(msg, len(msg))
+
+    def _queued(self, was_empty: bool, dropped: int) -> None:
+        q = self.queue
+        if dropped:
+            self.hub.metrics.dropped.labels(q.policy.value).inc(dropped)
+        if q.overflowed:
+            if not self.kicked:
+                self.kicked = True
+                self.hub.metrics.disconnects.inc()
+                self.on_overflow()
             return
-        empty = not len(q.buffer)
-        q.offer(item, size)
-        if empty:
+        if was_empty and len(q):
             self.first_at = self.hub.loop.time()
             self.wake()
+
+    def end(self, error: BaseException | None = None) -> None:
+        """No more events: the writer sends what is queued, then the connection ends
+        (``error``: ends without writing)."""
+        self.queue.close(error)
+        self.on_end()
 
     def drained(self) -> None:
         """The writer emptied the queue: resume subscriptions that paused for room."""
@@ -158,49 +157,106 @@ class Client:
             for handle in paused:
                 handle.resume()
 
-    def set_policy(self, policy: OverflowPolicy) -> None:
-        """Apply ``policy`` from now on (a WebSocket's subscriptions changed)."""
-        self.policy = policy
+    # -- writing --------------------------------------------------------------------
+    def frame(self, items: Sequence[Item]) -> bytes:
+        """The bytes that carry ``items`` on this client's transport."""
+        raise NotImplementedError
 
-    def _conflate(self) -> None:
-        """``latest_only``: drop queued live events, keep control messages and replays."""
-        b = self.queue.buffer
-        kept = [
-            i for i in b.drain() if not isinstance(i, tuple) or self._count_dropped(count_events(i))
-        ]
-        for i in kept:
-            b.offer(i, item_size(i))
+    def writing_paused(self) -> bool:
+        p = self._flow
+        return p is not None and bool(p.writing_paused)
 
-    def _drop_live(self, size: int) -> bool:
-        """``drop_oldest`` beside kept items: drop the oldest live segments until ``size``
-        more bytes fit; False if kept items alone fill the queue."""
-        b = self.queue.buffer
-        entries = [(i, item_size(i)) for i in b.drain()]
-        count = len(entries)
-        total = sum(s for _, s in entries)
-        dropped = 0
-        for item, s in entries:
-            if isinstance(item, tuple) and (
-                count >= self.max_items or total + size > self.max_bytes
-            ):
-                dropped += len(item)
-                count -= 1
-                total -= s
-            else:
-                b.offer(item, s)
-        self._count_dropped(dropped)
-        return not self.full(size)
+    async def drain(self) -> None:
+        """Wait until the transport accepts writes again."""
+        if self._out is not None and self.writing_paused():
+            with contextlib.suppress(ConnectionError):
+                await self._out.drain()
 
-    def _count_dropped(self, n: int) -> bool:
-        if n:
-            self.hub.metrics.dropped.labels(self.policy.value).inc(n)
-        return False
+    def can_write_now(self) -> bool:
+        """Nothing queued, no writer task, socket accepting: write without queueing."""
+        t = self.transport
+        return (
+            not self.dirty
+            and self.started
+            and self.slow_task is None
+            and not len(self.queue)
+            and t is not None
+            and not self.queue.closed
+            and not self.writing_paused()
+            and not t.is_closing()
+        )
+
+    def write(self, data: bytes) -> bool:
+        """Write ``data`` now; False if the socket is gone."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return False
+        if data:
+            t.write(data)
+        return True
 
     def wake(self) -> None:
-        """Something new is queued (the queue itself wakes a task waiting in ``drain``)."""
+        """Something new is queued: the hub's next flush writes it."""
+        if not self.dirty and self.slow_task is None and self.started:
+            self.dirty = True
+            self.hub.mark(self)
+
+    def flush_into(self, cache: dict[tuple[str, int], tuple[Sequence[Item], bytes]]) -> int:
+        """Called by the hub: write everything queued; returns the count of events sent."""
+        self.dirty = False
+        if self.slow_task is not None or self.queue.closed or not self.started:
+            return 0
+        if self.writing_paused():
+            self.slow_task = self.hub.loop.create_task(self._slow_writer())
+            return 0
+        q = self.queue
+        n = q.events
+        items = q.take_all()
+        if not items:
+            return 0
+        if self.paused:
+            self.hub.loop.call_soon(self.drained)  # after this write, in order
+        key = (self.kind, id(items[0]))
+        hit = cache.get(key)
+        if hit is not None and len(hit[0]) == len(items) and all(map(operator.is_, hit[0], items)):
+            frames = hit[1]
+        else:
+            frames = self.frame(items)
+            cache[key] = (items, frames)
+        if not self.write(frames):
+            return 0
+        return n
+
+    async def _slow_writer(self) -> None:
+        """The socket is backed up: wait for it, then write what is queued, until caught up."""
+        hub = self.hub
+        try:
+            while (t := self.transport) is not None and not t.is_closing():
+                await self.drain()
+                q = self.queue
+                if q.closed and (q.error is not None or q.overflowed):
+                    break
+                n = q.events
+                items = q.take_all()
+                if not items:
+                    break
+                hub.observe_latency(self.first_at)
+                self.first_at = hub.loop.time()
+                self.write(self.frame(items))
+                hub.count_out(self.transport_name, n)
+                self.drained()
+        finally:
+            self.slow_task = None
+            if len(self.queue) and not self.queue.closed:
+                self.wake()
+
+    # -- endings --------------------------------------------------------------------
+    def on_end(self) -> None:
+        """The queue was closed (the handler, if waiting, should finish)."""
 
     def on_overflow(self) -> None:
-        """The ``disconnect`` policy fired."""
+        """The queue overflowed: disconnect (``disconnect`` policy, or control messages
+        that alone fill the queue)."""
 
     def on_failure(self) -> None:
         """A broker subscription failed for good: end the connection (streams end
@@ -284,9 +340,8 @@ class SubHandle:
         """Subscribe after ``since`` (a resume), else live from ``live_from`` (where the
         broker's log ended before the client was told it is subscribed)."""
         self.broker = broker
-        if since is not None and not self.resumable:
+        if since is not None:
             self.resumable = True
-            self.client.replaying += 1
         self._subscribe(since if since is not None else live_from)
 
     def _subscribe(self, since: Position | None) -> None:
@@ -341,12 +396,12 @@ class SubHandle:
                 client.keep(msg, len(msg))
                 self._subscribe(exc.resume_from)
                 return
-            client.queue.close(exc)
+            client.end(exc)
             client.on_failure()
 
         def on_completed() -> None:
             if not self.disposed and gen == self.gen:
-                client.queue.close()
+                client.end()
 
         d = broker.subscribe(self.pattern, since).subscribe(on_next, on_error, on_completed)
         if self.disposed or gen != self.gen:
@@ -374,8 +429,6 @@ class SubHandle:
             return
         self.disposed = True
         self.gen += 1
-        if self.resumable:
-            self.client.replaying -= 1
         if self.disposable is not None:
             self.disposable.dispose()
             self.disposable = None
@@ -505,13 +558,13 @@ class Topic:
             return
         log.warning("live subscription to %s failed: %r", self.pattern, exc)
         for client in list(self.members):
-            client.queue.close(exc)
+            client.end(exc)
             client.on_failure()
         self.close()
 
     def on_completed(self) -> None:
         for client in list(self.members):
-            client.queue.close()
+            client.end()
         self.close()
 
     def join(self, client: Client, sub_id: str | None = None) -> None:
@@ -543,8 +596,14 @@ class Topic:
             self.disposable.dispose()
             self.disposable = None
 
-    def flush(self) -> None:
-        """Offer this iteration's events to every member as one segment."""
+    def flush(self, counts: dict[str, int]) -> None:
+        """Offer this iteration's events to every member as one segment.
+
+        Fast path: a caught-up member is written right away, with one frame per
+        transport kind built once and shared by every such member; the others queue
+        the segment. Deliveries are added to ``counts`` (per transport), which the hub
+        turns into metrics once per flush.
+        """
         self.dirty = False
         segment: Segment = tuple(self.pending)
         size = self.pending_bytes
@@ -553,27 +612,29 @@ class Topic:
         late = self.late
         if late:
             self.late = {}
-        frame = b""
-        direct = 0
+        frames: dict[str, bytes] = {}
+        direct: dict[str, int] = {}
         for client in list(self.members):
             start = late.get(client) if late else None
             if start is None:
-                # Fast path: a caught-up WebSocket client is written right away, with the
-                # frame bytes shared by every such member; the others queue the segment.
                 if client.can_write_now():
-                    if not frame:
-                        frame = ws_frames((segment,))
-                    if client.write_now(frame):
-                        direct += 1
+                    kind = client.kind
+                    frame = frames.get(kind)
+                    if frame is None:
+                        frame = frames[kind] = client.frame((segment,))
+                    if client.write(frame):
+                        name = client.transport_name
+                        direct[name] = direct.get(name, 0) + 1
                         continue
                 client.offer(segment, size)
             elif start < len(segment):
                 part = segment[start:]
                 client.offer(part, sum(len(e.encode()) for e in part))
         if direct:
-            hub = self.hub
-            hub.observe_latency(self.first_at)
-            hub.metrics.events_out.labels("ws").inc(direct * len(segment))
+            self.hub.observe_latency(self.first_at)
+            n = len(segment)
+            for name, k in direct.items():
+                counts[name] = counts.get(name, 0) + k * n
 
 
 class TopicHandle:
@@ -594,93 +655,32 @@ class TopicHandle:
 
 
 class WsClient(Client):
-    """A WebSocket consumer written by the hub's flusher (or its own task when backed up)."""
+    """A WebSocket consumer written by the hub (or its own task when backed up).
+
+    Frames are built here from cached event bytes and written to the connection's
+    transport (``request.transport``); aiohttp's own writer still sends pings, pongs and
+    the close frame, each a whole frame, so the two never interleave inside one.
+    """
 
     transport_name = "ws"
+    kind = "ws"
 
-    def __init__(self, hub: Hub, ws: web.WebSocketResponse, policy: OverflowPolicy) -> None:
-        super().__init__(hub, policy)
+    def __init__(
+        self,
+        hub: Hub,
+        ws: web.WebSocketResponse,
+        policy: OverflowPolicy,
+        request: web.BaseRequest,
+    ) -> None:
+        super().__init__(hub, policy, request)
         self.ws = ws
-        writer: Any = ws._writer  # aiohttp's frame writer: we reuse its transport
-        self.transport: asyncio.Transport = writer.transport
-        self.protocol: Any = writer.protocol  # has ``_paused`` and ``_drain_helper()``
-        self.dirty = False
-        self.slow_task: asyncio.Task[None] | None = None
         self.closing: asyncio.Task[None] | None = None
 
-    def wake(self) -> None:
-        if not self.dirty and self.slow_task is None:
-            self.dirty = True
-            self.hub.mark(self)
-
-    def send_control(self, msg: bytes) -> None:
-        """Queue a control message (``ack``, ``error``, ...) in order with events."""
-        self.offer(msg, len(msg))
+    def frame(self, items: Sequence[Item]) -> bytes:
+        return ws_frames(items)
 
     def can_write_now(self) -> bool:
-        """Nothing queued, no writer task, socket accepting: write without queueing."""
-        return (
-            not self.dirty
-            and self.slow_task is None
-            and self.closing is None
-            and not len(self.queue.buffer)
-            and not self.protocol._paused
-        )
-
-    def write_now(self, frames: bytes) -> bool:
-        return self.write(frames)
-
-    def write(self, frames: bytes) -> bool:
-        """Write frames now; False if the socket is gone."""
-        t = self.transport
-        if t.is_closing():
-            return False
-        t.write(frames)
-        return True
-
-    def flush_into(self, cache: dict[int, tuple[Sequence[Item], bytes, int]]) -> int:
-        """Called by the hub: write everything queued; returns the count of events sent."""
-        self.dirty = False
-        if self.protocol._paused:
-            self.slow_task = self.hub.loop.create_task(self._slow_writer())
-            return 0
-        items = self.queue.buffer.drain()
-        if not items:
-            return 0
-        if self.paused:
-            self.hub.loop.call_soon(self.drained)  # after this write, in order
-        first = items[0]
-        hit = cache.get(id(first))
-        if hit is not None and len(hit[0]) == len(items) and all(map(operator.is_, hit[0], items)):
-            frames, n = hit[1], hit[2]
-        else:
-            frames = ws_frames(items)
-            n = count_all(items)
-            cache[id(first)] = (items, frames, n)
-        if not self.write(frames):
-            return 0
-        return n
-
-    async def _slow_writer(self) -> None:
-        """The socket is backed up: wait for it, then write what is queued, until caught up."""
-        hub = self.hub
-        try:
-            while not self.transport.is_closing():
-                with contextlib.suppress(ConnectionError):
-                    await self.protocol._drain_helper()
-                items = self.queue.buffer.drain()
-                if not items:
-                    break
-                hub.observe_latency(self.first_at)
-                self.first_at = hub.loop.time()
-                self.write(ws_frames(items))
-                hub.count_out("ws", count_all(items))
-                self.drained()
-        finally:
-            self.slow_task = None
-            if len(self.queue.buffer) and not self.dirty:
-                self.dirty = True
-                hub.mark(self)
+        return self.closing is None and super().can_write_now()
 
     def on_overflow(self) -> None:
         if self.closing is None:
@@ -703,87 +703,124 @@ class WsClient(Client):
         except (TimeoutError, ConnectionError):
             pass
         finally:
-            if self.transport.get_write_buffer_size():
-                self.transport.abort()  # closing cannot complete through a full buffer
+            t = self.transport
+            if t is not None and t.get_write_buffer_size():
+                t.abort()  # closing cannot complete through a full buffer
 
     async def shutdown(self) -> None:
         """Graceful shutdown: stop feeding, write everything queued, then close 1001."""
         self.unsubscribe_all()
-        items = self.queue.buffer.drain()
+        items = self.queue.take_all()
         if items:
             self.write(ws_frames(items))
         await self.close(1001, b"server shutdown")
 
 
 class StreamClient(Client):
-    """An SSE or NDJSON response, written by its own handler task."""
+    """An SSE or NDJSON response, written by the hub like a WebSocket.
+
+    The handler task (:meth:`run`) only keeps the response open, sends heartbeats while
+    the client is idle and ends the stream; events reach the socket from the hub (one
+    HTTP chunk per write, shared by every caught-up client) or, when the socket is
+    backed up, from a writer task of the client's own.
+    """
 
     def __init__(
         self,
         hub: Hub,
         policy: OverflowPolicy,
         resp: web.StreamResponse,
-        transport: asyncio.BaseTransport | None,
+        request: web.BaseRequest,
         name: str,
     ) -> None:
-        super().__init__(hub, policy)
+        super().__init__(hub, policy, request)
         self.resp = resp
-        self.transport = transport
         self.transport_name = name
+        self.started = False  # until run(): the handler may still write a preamble
+        self._body: Callable[[Sequence[Item]], bytes] = ndjson_chunk
+        self._chunked = True
+        self._head = request.method == "HEAD"
+        self._ended: asyncio.Future[None] | None = None
+
+    def frame(self, items: Sequence[Item]) -> bytes:
+        if self._head:
+            return b""  # a HEAD response has no body
+        body = self._body(items)
+        return http_chunk(body) if self._chunked else body
 
     def lost(self) -> None:
         """The peer went away: release its subscriptions and queued events right away
         (the handler, woken by the closed queue, then ends)."""
-        self.queue.buffer.drain()
+        self.queue.clear()
         self.hub.remove(self)
+
+    def on_end(self) -> None:
+        ended = self._ended
+        if ended is not None and not ended.done():
+            ended.set_result(None)
 
     def on_overflow(self) -> None:
         self.unsubscribe_all()
+        self.on_end()
         transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size():
+        if transport is not None and transport.get_write_buffer_size():
             transport.abort()  # the reader stopped: ending the stream gracefully cannot work
 
     async def run(self, frame: Callable[[Sequence[Item]], bytes], heartbeat: bytes) -> None:
-        """Write coalesced chunks until the queue closes; heartbeats while idle."""
+        """Keep the stream open until its queue closes: events are written by the hub,
+        heartbeats here while the client is idle; what is queued at a graceful end is
+        written before returning."""
         hub = self.hub
+        self._body = frame
+        # aiohttp chunks an HTTP/1.1 response of unknown length; the header says so.
+        encoding = self.resp.headers.get(hdrs.TRANSFER_ENCODING, "")
+        self._chunked = encoding.lower() == "chunked"
+        # Frames are shared between clients of one kind: same framing, same encoding.
+        self.kind = "head" if self._head else f"{self.transport_name}/{encoding or 'raw'}"
+        beat = http_chunk(heartbeat) if self._chunked else heartbeat
+        self._ended = ended = hub.loop.create_future()
+        self.started = True
+        q = self.queue
+        if len(q):
+            self.wake()
+        if q.closed:
+            ended.set_result(None)
         period = hub.config.heartbeat
-        name = self.transport_name
-        while True:
-            try:
-                async with asyncio.timeout(period):
-                    items = await self.queue.drain()
-            except TimeoutError:
-                await self.resp.write(heartbeat)
-                continue
-            except Overflow:
-                return
-            except Exception:
-                return  # the broker failed: end the stream, the client resumes
-            if not items:
-                return
-            hub.observe_latency(self.first_at)
-            await self.resp.write(frame(items))
-            hub.count_out(name, count_all(items))
-            self.drained()
+        while not ended.done():
+            await asyncio.wait((ended,), timeout=period)
+            if not ended.done() and self.can_write_now():
+                self.write(beat)
+        if q.error is not None or q.overflowed:
+            return  # the broker failed or the client was too slow: it resumes
+        n = q.events
+        items = q.take_all()
+        if items and self.write(self.frame(items)):
+            hub.count_out(self.transport_name, n)
+        await self.drain()
 
     async def shutdown(self) -> None:
         self.unsubscribe_all()
-        self.queue.close()
+        self.end()
 
 
 class Hub:
-    """All clients of one app: connection accounting, the WebSocket flusher, metrics."""
+    """All clients of one app: connection accounting, the flusher, metrics.
+
+    Topics mark themselves when an event arrives and clients when something is queued;
+    one callback per loop iteration (or, with ``ServerConfig.write_delay``, per delay
+    window for events) hands segments to their members and writes every marked client.
+    """
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.clients: set[Client] = set()
         self.connections = 0
         self.closing = False
-        self._dirty: list[WsClient] = []
+        self._dirty: list[Client] = []
         self._dirty_topics: list[Topic] = []
         self.topics: dict[tuple[int, str], Topic] = {}
         self._scheduled = False
-        self._out: dict[str, int] = {}
+        self._delay = config.write_delay
         self.metrics = ServerMetrics(self._queued_events, self._queued_bytes)
         self._latency = self.metrics.latency
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -796,10 +833,10 @@ class Hub:
         return self._loop
 
     def _queued_events(self) -> float:
-        return float(sum(len(c.queue.buffer) for c in self.clients))
+        return float(sum(c.queue.events for c in self.clients))
 
     def _queued_bytes(self) -> float:
-        return float(sum(c.queue.buffer.bytes for c in self.clients))
+        return float(sum(c.queue.bytes for c in self.clients))
 
     def add(self, client: Client) -> None:
         self.clients.add(client)
@@ -811,7 +848,7 @@ class Hub:
             self.clients.discard(client)
             self.metrics.connections.labels(client.transport_name).dec()
         client.unsubscribe_all()
-        client.queue.close()
+        client.end()
 
     def unencodable(self, event: Event, exc: Exception) -> None:
         """Skip an event that cannot be encoded (its data is not JSON): counted, logged once."""
@@ -837,37 +874,46 @@ class Hub:
             topic.start(live_from)
         return topic
 
-    def mark(self, client: WsClient) -> None:
+    def mark(self, client: Client) -> None:
+        """``client`` has something queued: write it at the next flush (this iteration's,
+        or a write-delay window already open)."""
         self._dirty.append(client)
         if not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self._flush)
 
     def mark_topic(self, topic: Topic) -> None:
+        """``topic`` received an event: flush at the end of this loop iteration, or once
+        the write delay has passed, gathering every event until then into one segment."""
         self._dirty_topics.append(topic)
         if not self._scheduled:
             self._scheduled = True
-            self.loop.call_soon(self._flush)
+            if self._delay > 0:
+                self.loop.call_later(self._delay, self._flush)
+            else:
+                self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Hand topic segments to their members, then write every dirty WebSocket
-        client's queue: one write each, frames shared between identical queues."""
+        """Hand topic segments to their members, then write every dirty client's queue:
+        one write each, frames shared between identical queues; metrics once per flush."""
         topics, self._dirty_topics = self._dirty_topics, []
+        counts: dict[str, int] = {}
         for topic in topics:
-            topic.flush()
+            topic.flush(counts)
         dirty, self._dirty = self._dirty, []
         self._scheduled = False
-        cache: dict[int, tuple[Sequence[Item], bytes, int]] = {}
-        sent = 0
-        now = self.loop.time()
-        observe = self._latency.observe
-        for client in dirty:
-            n = client.flush_into(cache)
-            if n:
-                sent += n
-                observe(now - client.first_at)
-        if sent:
-            self.metrics.events_out.labels("ws").inc(sent)
+        cache: dict[tuple[str, int], tuple[Sequence[Item], bytes]] = {}
+        if dirty:
+            now = self.loop.time()
+            observe = self._latency.observe
+            for client in dirty:
+                n = client.flush_into(cache)
+                if n:
+                    name = client.transport_name
+                    counts[name] = counts.get(name, 0) + n
+                    observe(now - client.first_at)
+        for name, n in counts.items():
+            self.metrics.events_out.labels(name).inc(n)
 
     async def shutdown(self) -> None:
         """Flush every client and close it (WebSockets with 1001)."""

@@ -26,6 +26,7 @@ __all__ = [
     "count_events",
     "flatten",
     "gap_message",
+    "http_chunk",
     "ndjson_chunk",
     "sse_chunk",
     "ws_frame",
@@ -120,6 +121,20 @@ _PACK1: Final = struct.Struct("!BB").pack
 _PACK2: Final = struct.Struct("!BBH").pack
 _PACK3: Final = struct.Struct("!BBQ").pack
 _TEXT: Final = 0x81  # FIN + text opcode
+
+
+def http_chunk(body: bytes) -> bytes:
+    """``body`` as one HTTP/1.1 chunk (``Transfer-Encoding: chunked``); nothing for an
+    empty body, which would end the response.
+
+    >>> http_chunk(b"data: 1\\n\\n")
+    b'9\\r\\ndata: 1\\n\\n\\r\\n'
+    >>> http_chunk(b"")
+    b''
+    """
+    if not body:
+        return b""
+    return b"%x\r\n%b\r\n" % (len(body), body)
 
 
 def ws_frame(payload: bytes) -> bytes:

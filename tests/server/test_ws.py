@@ -315,7 +315,7 @@ async def test_a_client_that_never_reads_harms_nobody(
                 got = await collect(good, 5)
                 assert all(e["data"]["i"] == i for e in got)
                 for c in hub.clients:  # bounded: never past the queue limit (+ one batch)
-                    assert c.queue.buffer.bytes <= 20_000 + 5 * 2200
+                    assert c.queue.bytes <= 20_000 + 5 * 2200
             async with session.get(server.url + "/metrics") as r:
                 text = await r.text()
             dropped_line = f'rxstreams_events_dropped_total{{policy="{policy}"}}'
