@@ -68,3 +68,11 @@ def oracle(inputs: list[dict[str, Any]]) -> Counter[bytes]:
     source = reactivex.from_iterable([Event.create(d, subject="in.msg") for d in inputs])
     pipeline(source).subscribe(got.append)
     return Counter(canonical(v) for v in got)
+
+
+def tagged(events: Observable[Event]) -> Observable[Any]:
+    """:func:`pipeline`, each output tagged with the process that produced it and the
+    wall-clock time this pipeline was built (a partition's owner builds it when it claims
+    the partition): the zombie test tells a stale owner's outputs by them."""
+    tag = {"pid": os.getpid(), "built": time.time()}
+    return pipeline(events).pipe(ops.map(lambda v: {**v, **tag}))
