@@ -1,10 +1,15 @@
 # Two commands set up a fresh clone: `make demo` runs the live chat, `make test` runs every test.
+# `make demo PORT=9000 HOST=0.0.0.0 BOTS=0` changes where the demo listens and its synthetic users;
+# `make notebook` opens the notebooks in JupyterLab (the `jupyter` extra).
 PYTHON ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 8080
+BOTS ?= 3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench services
+.PHONY: demo notebook test lint bench services
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +18,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/rxstreams demo --host 127.0.0.1 --port 8080
+	$(BIN)/rxstreams demo --host $(HOST) --port $(PORT) --bots $(BOTS)
+
+notebook: $(STAMP)
+	$(BIN)/python -c 'import jupyterlab' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[jupyter]'
+	$(BIN)/jupyter lab notebooks/
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

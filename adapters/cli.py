@@ -87,16 +87,19 @@ def load_target(target: str) -> Any:
     return obj() if callable(obj) and not isinstance(obj, Observable) else obj
 
 
-def app_for(obj: Any, broker_url: str | None, subject: str | None) -> web.Application:
+def app_for(
+    obj: Any, broker_url: str | None, subject: str | None, publish_rate: float | None = None
+) -> web.Application:
     """An application for what a factory returned: an app, a broker or an Observable.
 
     ``--broker`` and ``--subject`` apply to an Observable only: an app or a broker brings
-    its own, so giving them is an error rather than silently ignored.
+    its own, so giving them is an error rather than silently ignored; ``--publish-rate``
+    likewise does not apply to an app.
     """
     from adapters.server import create_app, expose
 
     if isinstance(obj, Observable):
-        app = create_app(resolve_broker(broker_url))
+        app = create_app(resolve_broker(broker_url), config=_config(publish_rate))
         expose(app, subject, obj)
         return app
     is_app = isinstance(obj, web.Application)
@@ -106,20 +109,32 @@ def app_for(obj: Any, broker_url: str | None, subject: str | None) -> web.Applic
             "expected an aiohttp Application, a broker or an Observable"
         )
     what = "an aiohttp Application" if is_app else f"a broker ({type(obj).__name__})"
+    if is_app and publish_rate is not None:
+        raise CliError(
+            "--publish-rate applies to a server this command builds; this factory returned "
+            "an aiohttp Application: set ServerConfig(publish_rate=...) in it"
+        )
     for flag, value in (("--broker", broker_url), ("--subject", subject)):
         if value is not None:
             raise CliError(
                 f"{flag} applies to a factory returning an Observable; this one returned "
                 f"{what}: configure it in the factory, or drop the target to serve --broker"
             )
-    return obj if is_app else create_app(obj)
+    return obj if is_app else create_app(obj, config=_config(publish_rate))
 
 
 async def serve_app(
-    app: web.Application, host: str, port: int, announce: Callable[[str], None] = print
+    app: web.Application,
+    host: str,
+    port: int,
+    announce: Callable[[str], None] = print,
+    message: str = "rxstreams: serving on {url}",
 ) -> None:
     """Serve until SIGINT/SIGTERM, then shut down gracefully: stop accepting, flush what is
-    queued, close WebSockets with 1001, run cleanup."""
+    queued, close WebSockets with 1001, run cleanup.
+
+    ``announce(message.format(url=...))`` runs once the socket listens, with the bound
+    port (so ``port=0`` announces the one picked)."""
     from adapters.server.serving import EdgeRunner  # header timeout, JSON parse errors
 
     runner = EdgeRunner(app, handle_signals=False, shutdown_timeout=5.0)
@@ -131,7 +146,7 @@ async def serve_app(
         await runner.cleanup()
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1) from None
     addr = runner.addresses[0]
-    announce(f"rxstreams: serving on http://{addr[0]}:{addr[1]}")
+    announce(message.format(url=f"http://{addr[0]}:{addr[1]}"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -147,14 +162,27 @@ def _announce(text: str) -> None:
     print(text, flush=True)
 
 
+# Bulk uploads to a server on this machine should not crawl (ServerConfig's 1000/s is
+# meant for public endpoints); --publish-rate changes it.
+SERVE_PUBLISH_RATE = 20_000.0
+
+
+def _config(publish_rate: float | None) -> Any:
+    from adapters.server import ServerConfig
+
+    rate = publish_rate or SERVE_PUBLISH_RATE
+    return ServerConfig(publish_rate=rate, publish_burst=max(rate, 1000.0))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     sys.path.insert(0, ".")
+    rate = getattr(args, "publish_rate", None)
     if args.target is None:  # serve the --broker (default: an embedded one) as it is
         from adapters.server import create_app
 
-        app = create_app(resolve_broker(args.broker))
+        app = create_app(resolve_broker(args.broker), config=_config(rate))
     else:
-        app = app_for(load_target(args.target), args.broker, args.subject)
+        app = app_for(load_target(args.target), args.broker, args.subject, rate)
     asyncio.run(serve_app(app, args.host, args.port, _announce))
     return 0
 
@@ -165,7 +193,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.broker is not None:
         _check_broker_url(args.broker)
     try:
-        run(host=args.host, port=args.port, broker_url=args.broker)
+        run(
+            host=args.host,
+            port=args.port,
+            broker_url=args.broker,
+            bots=getattr(args, "bots", 0),
+            tokens=getattr(args, "tokens", True),
+        )
     except OSError as exc:
         raise CliError(
             f"cannot serve the demo on {args.host}:{args.port}: {exc.strerror or exc}", 1
@@ -219,6 +253,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Help(argparse.HelpFormatter):
+    """Help that shows each option's default (unless it has none or says it already).
+
+    >>> "(default: 8080)" in build_parser()._subparsers._group_actions[0].choices[
+    ...     "serve"].format_help()
+    True
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        quiet = action.default in (None, False, argparse.SUPPRESS) or action.nargs == 0
+        if quiet or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _lazy(module: str, func: str, what: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
@@ -232,55 +282,179 @@ def _lazy(module: str, func: str, what: str) -> Callable[[argparse.Namespace], i
     return run
 
 
+def _version() -> str:
+    """The installed distribution's version (the source tree's when not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("rxstreams")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _positive(text: str) -> float:
+    """A positive number for rates.
+
+    >>> _positive("2.5")
+    2.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not positive")
+    return value
+
+
+def _count(text: str) -> int:
+    """A count >= 0.
+
+    >>> _count("3")
+    3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+PUBLISH_RATE_HELP = (
+    "events per second each connection may publish; a request of more events than this "
+    "is refused (413), more per second are answered 429 with Retry-After"
+)
+BROKERS = "memory:// (embedded, the default), nats://host:port, redis://host:port/db"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = _Parser(
-        prog="rxstreams", description="Reactive streams served live over HTTP and WebSocket."
+        prog="rxstreams",
+        description="Reactive streams served live over HTTP and WebSocket.",
+        formatter_class=_Help,
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"rxstreams {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("serve", help="serve a broker, an app or an Observable")
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=description, formatter_class=_Help)
+
+    s = command(
+        "serve",
+        "serve a broker, an app or an Observable",
+        "Serve the wire protocol (SSE, NDJSON, long-poll, WebSocket, ingest) for a broker, an "
+        "aiohttp app or an Observable, until SIGINT/SIGTERM.",
+    )
     s.add_argument(
         "target",
         nargs="?",
         help="MODULE:FACTORY returning a broker, an app or an Observable "
-        "(default: serve the --broker)",
+        "(default: serve the --broker as it is)",
     )
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=_port, default=8080)
-    s.add_argument(
-        "--broker",
-        help="memory:// (default), nats://host:port, redis://host:port; "
-        "with a target, only for an Observable",
-    )
+    s.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    s.add_argument("--port", type=_port, default=8080, help="TCP port; 0 picks a free one")
+    s.add_argument("--broker", help=f"{BROKERS}; with a target, only for an Observable")
     s.add_argument("--subject", help="subject for an Observable's items (default: their own)")
+    s.add_argument(
+        "--publish-rate",
+        type=_positive,
+        default=None,
+        metavar="EVENTS",
+        help=f"{PUBLISH_RATE_HELP} (default: {SERVE_PUBLISH_RATE:g}; not for a target "
+        "returning an app, which brings its own ServerConfig)",
+    )
     s.set_defaults(func=cmd_serve)
 
-    d = sub.add_parser("demo", help="the chat demo with synthetic traffic")
-    d.add_argument("--host", default="127.0.0.1")
-    d.add_argument("--port", type=_port, default=8080)
-    d.add_argument("--broker", help="memory:// (default), nats://host:port, redis://host:port")
+    d = command(
+        "demo",
+        "the live chat demo, with synthetic users",
+        "The live chat and event firehose on the embedded broker (or --broker). Each "
+        "nickname gets a token allowing its own notices; --bots synthetic users keep the "
+        "rooms, statistics and firehose alive.",
+    )
+    d.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    d.add_argument("--port", type=_port, default=8080, help="TCP port; 0 picks a free one")
+    d.add_argument("--broker", help=BROKERS)
+    d.add_argument(
+        "--bots",
+        type=_count,
+        default=3,
+        metavar="N",
+        help="synthetic users chatting in #lobby and #random (at most 7; 0: none)",
+    )
+    d.add_argument(
+        "--no-tokens",
+        dest="tokens",
+        action="store_false",
+        help="no per-nickname tokens: every page and client may read and publish everything",
+    )
     d.set_defaults(func=cmd_demo)
 
-    t = sub.add_parser("tail", help="print a live stream")
-    t.add_argument("url", help="http(s)://host:port[/events/PATTERN] or ws(s)://host:port/ws")
-    t.add_argument("--format", choices=("sse", "ndjson", "ws"), default=None)
-    t.add_argument("--since", help="resume after this position")
-    t.add_argument("--pattern", default=None, help="subject pattern (default: >)")
-    t.add_argument("--token", help="JWT (default: $RXSTREAMS_TOKEN)")
+    t = command(
+        "tail",
+        "print a live stream as JSON lines",
+        "Print each event of a live stream as one JSON line on stdout until SIGINT (Ctrl-C) "
+        "or SIGTERM. Reconnects and resumes by itself; connection state, gaps and errors "
+        "go to stderr. Quote patterns in the URL ('…/events/chat.>') or write > as %3E.",
+    )
+    t.add_argument(
+        "url",
+        help="http(s)://host:port[/events/PATTERN] (SSE/NDJSON) or ws(s)://host:port/ws",
+    )
+    t.add_argument(
+        "--format",
+        choices=("sse", "ndjson", "ws"),
+        default=None,
+        help="wire format (default: ws for ws:// URLs, else sse)",
+    )
+    t.add_argument("--since", help="start after this position (default: live only)")
+    t.add_argument(
+        "--pattern",
+        default=None,
+        help="subject pattern when the URL has no /events/PATTERN path (default: >)",
+    )
+    t.add_argument("--token", help="JWT for a server with auth (default: $RXSTREAMS_TOKEN)")
+    t.add_argument(
+        "--quiet", action="store_true", help="no connecting/retrying/resumed lines on stderr"
+    )
     t.set_defaults(func=_lazy("adapters.client.cli_commands", "tail", "tail"))
 
-    pub = sub.add_parser("publish", help="publish JSON or an NDJSON file")
-    pub.add_argument("subject")
+    pub = command(
+        "publish",
+        "publish JSON, a .json file or an NDJSON file",
+        "Publish one JSON value or array (--data, or a .json file), or stream an NDJSON file "
+        "(any other name, - for stdin) in requests of --chunk-lines events, with a progress "
+        "bar (rate, ETA, throttling) on a terminal. Prints one JSON summary line.",
+    )
+    pub.add_argument("subject", help="subject to publish to, e.g. sensors.t1")
     pub.add_argument("--to", required=True, help="server URL, e.g. http://127.0.0.1:8080")
     src = pub.add_mutually_exclusive_group()
-    src.add_argument("--file", help="NDJSON file ('-' for stdin)")
-    src.add_argument("--data", help="one JSON value")
-    pub.add_argument("--type", help="CloudEvents type of the events")
-    pub.add_argument("--token", help="JWT (default: $RXSTREAMS_TOKEN)")
+    src.add_argument(
+        "--file",
+        help="a .json file (one value, or an array published together) or an NDJSON file "
+        "(any other name; - for stdin), streamed",
+    )
+    src.add_argument("--data", help='one JSON value or array, e.g. \'{"text": "hi"}\'')
+    pub.add_argument("--type", help="CloudEvents type of the events (default: the server picks)")
+    pub.add_argument("--token", help="JWT for a server with auth (default: $RXSTREAMS_TOKEN)")
+    pub.add_argument(
+        "--chunk-lines",
+        type=lambda text: max(_count(text), 1),
+        default=1000,
+        metavar="N",
+        help="NDJSON lines per request; keep it at most the server's publish burst "
+        "(1000 in ServerConfig, 20000 under rxstreams serve/demo)",
+    )
     pub.set_defaults(func=_lazy("adapters.client.cli_commands", "publish", "publish"))
 
-    w = sub.add_parser("worker", help="run a pipeline as a consumer-group worker")
+    w = command(
+        "worker",
+        "run a pipeline as a consumer-group worker",
+        "Run MODULE:PIPELINE over a networked broker as one member of a consumer group.",
+    )
     w.add_argument("target", help="MODULE:PIPELINE")
     w.add_argument("--broker", required=True, help="nats://host:port or redis://host:port/db")
     w.add_argument("--group", default="workers", help="consumer group name")

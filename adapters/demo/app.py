@@ -1,20 +1,23 @@
 """The demo application: the rxstreams server plus a chat page and its pipeline.
 
 ``create_demo_app`` extends :func:`adapters.server.create_app` the aiohttp way: two routes
-for the page (``/`` and ``/static/``), a middleware that turns WebSocket connections into
-``presence.conn`` events, and a cleanup context that runs :mod:`adapters.demo.pipeline`
-against the app's broker for as long as the app runs. The browser speaks the documented
-wire protocol (``/ws`` for chat, ``/events/{pattern}`` SSE for the firehose).
+for the page (``/`` and ``/static/``), ``POST /demo/token`` issuing per-nickname tokens
+(:mod:`adapters.demo.tokens`) that the server's own auth checks, a middleware that turns
+WebSocket connections into ``presence.conn`` events, and a cleanup context that runs
+:mod:`adapters.demo.pipeline` (and optionally :mod:`adapters.demo.bots`) against the app's
+broker for as long as the app runs. The browser speaks the documented wire protocol
+(``/ws`` for chat, ``/events/{pattern}`` SSE for the firehose).
 
 >>> app = create_demo_app()
 >>> sorted({r.resource.canonical for r in app.router.routes()})[:3]
-['/', '/asyncapi.json', '/events/{pattern}']
+['/', '/asyncapi.json', '/demo/token']
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -24,12 +27,22 @@ import reactivex
 from aiohttp import web
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
-from adapters.server import BROKER, ServerConfig, create_app
+from adapters.server import BROKER, CONFIG, ServerConfig, create_app
+from adapters.server.auth import token_from, verify_token
+from adapters.server.errors import ProtocolError
 from streams import Broker, Event, MemoryBroker, Retention
 
+from .bots import BOT_ROOMS, run_bots
 from .pipeline import NAME, Rules, build_pipeline
+from .tokens import DemoTokens
 
-__all__ = ["STATIC", "BrokerSend", "create_demo_app", "run"]
+__all__ = ["STATIC", "TOKENS", "BrokerSend", "create_demo_app", "run"]
+
+TOKENS = web.AppKey("rxstreams_demo_tokens", DemoTokens)
+INBOUND = ("chat.*.in", "chat.*.in.*", "presence.conn")
+# A bulk upload to a local demo (``rxstreams publish --file``) should not crawl: the chat's
+# own flood control is per user in the pipeline, so the connection limit can be generous.
+PUBLISH_RATE = 20_000.0
 
 STATIC = Path(__file__).parent / "static"
 SOURCE = "rxstreams/demo"
@@ -81,9 +94,22 @@ class BrokerSend:
 async def connection_events(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Publish ``demo.conn.open`` / ``demo.conn.closed`` around each ``/ws?cid=&user=``."""
+    """Publish ``demo.conn.open`` / ``demo.conn.closed`` around each ``/ws?cid=&user=``.
+
+    With tokens the user is the token's ``sub`` (``?user=`` is ignored); a connection
+    without a valid token is left to the server, which refuses it.
+    """
+    if not request.path.endswith("/ws"):
+        return await handler(request)
     cid, user = request.query.get("cid", ""), request.query.get("user", "")
-    if not request.path.endswith("/ws") or not (NAME.fullmatch(cid) and NAME.fullmatch(user)):
+    auth = request.app[CONFIG].auth
+    if auth is not None:
+        token = token_from(request.headers.get("Authorization"), request.query.get("token"))
+        try:
+            user = verify_token(token, auth).sub or ""
+        except ProtocolError:
+            return await handler(request)
+    if not (NAME.fullmatch(cid) and NAME.fullmatch(user)):
         return await handler(request)
     broker = request.app[BROKER]
     data = {"cid": cid, "user": user}
@@ -100,29 +126,49 @@ def create_demo_app(
     *,
     rules: Rules | None = None,
     config: ServerConfig | None = None,
+    tokens: DemoTokens | bool = True,
+    bots: int = 0,
+    bot_pace: float = 4.0,
 ) -> web.Application:
     """The chat demo as an aiohttp application (what ``rxstreams demo`` serves).
 
     Without a broker it uses an embedded :class:`streams.MemoryBroker` keeping the last
-    200 events per subject (so each room's recent history).
+    200 events per subject (so each room's recent history). ``tokens`` (default: on, with a
+    secret made now) turns on the server's auth with per-nickname tokens from
+    ``POST /demo/token``; ``tokens=False`` serves everything to everyone. ``bots`` synthetic
+    users chat in #lobby and #random, one message every ``bot_pace`` seconds or so.
+    Without ``config`` the server runs with ``publish_rate=20000`` events/s per connection.
 
     >>> app = create_demo_app(rules=Rules(max_length=100))
-    >>> type(app[BROKER]).__name__
-    'MemoryBroker'
+    >>> type(app[BROKER]).__name__, app[CONFIG].auth is not None
+    ('MemoryBroker', True)
     """
     if broker is None:
         broker = MemoryBroker(Retention(max_events=100_000, max_per_subject=200))
+    if config is None:
+        config = ServerConfig(publish_rate=PUBLISH_RATE, publish_burst=PUBLISH_RATE)
+    issuer = tokens if isinstance(tokens, DemoTokens) else DemoTokens() if tokens else None
+    if issuer is not None:
+        config = dataclasses.replace(config, auth=issuer.config)
     app = create_app(broker, config=config)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC)
+    app.router.add_post("/demo/token", issue_token)
+    if issuer is not None:
+        app[TOKENS] = issuer
     app.middlewares.append(connection_events)
 
     async def pipeline(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         send = BrokerSend(app[BROKER])
-        inbound = reactivex.merge(broker.subscribe("chat.*.in"), broker.subscribe("presence.conn"))
+        inbound = reactivex.merge(*(broker.subscribe(p) for p in INBOUND))
         running = build_pipeline(inbound, send, rules, scheduler=AsyncIOScheduler(loop))
+        players = loop.create_task(run_bots(broker, bots, pace=bot_pace)) if bots else None
         yield
+        if players is not None:
+            players.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await players
         running.dispose()
         await send.aclose()
 
@@ -135,25 +181,68 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-def run(host: str = "127.0.0.1", port: int = 8080, broker_url: str | None = None) -> None:
-    """Serve the demo until interrupted (``rxstreams demo`` calls this).
+async def issue_token(request: web.Request) -> web.Response:
+    """``POST /demo/token`` ``{"nick": "ada"}``: a token for that nickname and what it
+    allows (``subscribe``/``publish`` patterns, ``expires``); 400 for a bad nickname, 404
+    when the demo runs without tokens."""
+    issuer = request.app.get(TOKENS)
+    if issuer is None:
+        return _json_error(404, "not_found", "this demo runs without tokens")
+    try:
+        body = await request.json()
+        nick = body.get("nick") if isinstance(body, dict) else None
+        return web.json_response(issuer.issue(nick if isinstance(nick, str) else ""))
+    except ValueError as exc:  # malformed JSON or a bad nickname
+        return _json_error(400, "bad_request", str(exc))
+
+
+def _json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def run(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    broker_url: str | None = None,
+    *,
+    bots: int = 0,
+    tokens: bool = True,
+) -> None:
+    """Serve the demo until SIGINT/SIGTERM (``rxstreams demo`` calls this).
 
     ``broker_url`` picks a networked broker (``nats://...``, ``redis://...``); without it
-    the embedded broker is used.
+    the embedded broker is used. The URL is announced once the socket is listening (with
+    the real port when ``port`` is 0); a port in use raises ``adapters.cli.CliError``.
 
-    >>> run("127.0.0.1", 8080)  # doctest: +SKIP
+    >>> run("127.0.0.1", 8080, bots=3)  # doctest: +SKIP
     """
+    from adapters.cli import serve_app
+
     broker: Any = None
     if broker_url:
         from adapters.brokers import from_url
 
         broker = from_url(broker_url)
-    app = create_demo_app(broker)
+    issuer = DemoTokens() if tokens else False
+    app = create_demo_app(broker, tokens=issuer, bots=bots)
     if broker is not None:
 
         async def close_broker(app: web.Application) -> None:
             await broker.close()
 
         app.on_cleanup.append(close_broker)
-    print(f"rxstreams demo: open http://{host}:{port}/ in your browser")
-    web.run_app(app, host=host, port=port, print=None)
+
+    def announce(url: str) -> None:
+        lines = [f"rxstreams demo: open {url}/ in your browser"]
+        if bots:
+            rooms = " and ".join(f"#{r}" for r in BOT_ROOMS)
+            who = "1 synthetic user chats" if bots == 1 else f"{bots} synthetic users chat"
+            lines.append(f"rxstreams demo: {who} in {rooms} (--bots 0: none)")
+        if isinstance(issuer, DemoTokens):
+            lines.append(
+                "rxstreams demo: command-line clients (tail, publish) need a token, valid "
+                f"while this demo runs:\n  export RXSTREAMS_TOKEN={issuer.operator()}"
+            )
+        print("\n".join(lines), flush=True)
+
+    asyncio.run(serve_app(app, host, port, announce=announce, message="{url}"))

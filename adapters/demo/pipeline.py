@@ -5,15 +5,18 @@ pipeline consumes every inbound event, decides what happens to it and publishes 
 results, so the server needs no chat-specific hooks. Subject layout:
 
 ====================================  ==============================================
-``chat.<room>.in``                    client input: ``chat.message``, ``chat.typing``,
-                                      ``chat.join``, ``chat.leave`` (``data.user``,
-                                      ``data.text``, ``data.cid``)
+``chat.<room>.in.<nick>``             client input: ``chat.message``, ``chat.typing``,
+                                      ``chat.join``, ``chat.leave`` (``data.text``,
+                                      ``data.cid``, ``data.mid``); the sender is the
+                                      subject's last token, which a token can pin
+                                      (``chat.<room>.in`` with ``data.user`` also works)
 ``presence.conn``                     connection events from the server
                                       (``demo.conn.open`` / ``demo.conn.closed``)
-``room.<room>.msg``                   accepted messages (the room's history)
+``room.<room>.msg``                   accepted messages (the room's history), with
+                                      the sender's ``mid`` so the page can match them
 ``room.<room>.typing``                throttled "is typing" signals
 ``room.<room>.presence``              join/leave with the room's member list
-``user.<nick>.rejected``              why a message of ``nick`` was refused
+``user.<nick>.rejected``              why a message of ``nick`` (``mid``) was refused
 ``stats.rooms``                       messages per room per minute (sliding window)
 ====================================  ==============================================
 
@@ -110,26 +113,37 @@ class Message(NamedTuple):
     user: str
     text: str | None = None
     cid: str | None = None
+    mid: str | None = None  # the sender's message id, echoed on delivery or refusal
 
 
 def parse_input(event: Event) -> Message:
     """Turn an inbound event into a :class:`Message`; raises ``ValueError`` if malformed.
 
-    >>> parse_input(Event.create({"user": "ada", "text": "hi"}, subject="chat.lobby.in",
+    On ``chat.<room>.in.<nick>`` the sender is ``nick`` (a token allowing only that subject
+    proves it); ``data.user``, if given, must agree.
+
+    >>> parse_input(Event.create({"text": "hi", "mid": "m1"}, subject="chat.lobby.in.ada",
     ...                          type="chat.message"))
-    Message(kind='chat.message', room='lobby', user='ada', text='hi', cid=None)
+    Message(kind='chat.message', room='lobby', user='ada', text='hi', cid=None, mid='m1')
     """
     data = event.data
     if not isinstance(data, dict):
         raise ValueError("data must be an object")
-    user, text, cid = data.get("user"), data.get("text"), data.get("cid")
+    user, text, cid, mid = data.get("user"), data.get("text"), data.get("cid"), data.get("mid")
     tokens = (event.subject or "").split(".")
-    room = tokens[1] if len(tokens) == 3 and tokens[0] == "chat" else ""
+    inbound = len(tokens) in (3, 4) and tokens[0] == "chat" and tokens[2] == "in"
+    room = tokens[1] if inbound else ""
+    if inbound and len(tokens) == 4:
+        if user is not None and user != tokens[3]:
+            raise ValueError("data.user differs from the sender in the subject")
+        user = tokens[3]
     if not isinstance(user, str) or not isinstance(cid, str | None):
         raise ValueError("user must be a string")
+    if not isinstance(mid, str | None):
+        raise ValueError("mid must be a string")
     if event.type == "chat.message" and not isinstance(text, str):
         raise ValueError("text must be a string")
-    return Message(event.type, room, user, text.strip() if text is not None else None, cid)
+    return Message(event.type, room, user, text.strip() if text is not None else None, cid, mid)
 
 
 def verdict(m: Message, rules: Rules) -> str | None:
@@ -141,6 +155,18 @@ def verdict(m: Message, rules: Rules) -> str | None:
     if len(m.text) > rules.max_length:
         return f"Message is longer than {rules.max_length} characters"
     return None
+
+
+def delivered_data(m: Message) -> dict[str, Any]:
+    """What ``room.<room>.msg`` carries for an accepted message.
+
+    >>> delivered_data(Message("chat.message", "lobby", "ada", "hi", mid="m1"))
+    {'user': 'ada', 'text': 'hi', 'mid': 'm1'}
+    """
+    data: dict[str, Any] = {"user": m.user, "text": m.text}
+    if m.mid is not None:
+        data["mid"] = m.mid
+    return data
 
 
 class Change(NamedTuple):
@@ -235,6 +261,8 @@ def build_pipeline(
     def reject(m: Message, reason: str) -> None:
         if NAME.fullmatch(m.user):
             data = {"room": m.room, "text": m.text, "reason": reason}
+            if m.mid is not None:
+                data["mid"] = m.mid
             send(f"user.{m.user}.rejected", "chat.rejected", [data])
 
     def check(m: Message) -> str:
@@ -308,7 +336,7 @@ def build_pipeline(
 
     def deliver(batch: tuple[str, list[Message]]) -> None:
         room, msgs = batch
-        send(f"room.{room}.msg", "chat.message", [{"user": m.user, "text": m.text} for m in msgs])
+        send(f"room.{room}.msg", "chat.message", [delivered_data(m) for m in msgs])
 
     def typing_signal(m: Message) -> None:
         send(f"room.{m.room}.typing", "chat.typing", [{"user": m.user}])

@@ -1,0 +1,123 @@
+"""Every shell command the README prints runs as printed in bash.
+
+A command is each line of a ``bash``/``sh``/``shell`` block (comments and continuation
+lines joined), and each ``$ `` line of a ``console`` or untagged block. Each must split
+cleanly (balanced quotes), must not hold an unquoted redirection (``chat.>`` makes bash
+write a file named after the next word) or an unquoted glob (``sensors.*``), and each
+``rxstreams`` command must be accepted by the real argument parser.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from adapters.cli import build_parser
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SHELL = {"bash", "sh", "shell"}
+FENCE = re.compile(r"^```(\w*)\s*$")
+REDIRECTION = re.compile(r"^[0-9]*[<>]+&?[0-9]*$|^&>>?$")
+GLOB = re.compile(r"[*?\[]")
+
+
+def commands(text: str) -> list[tuple[int, str]]:
+    """(line number, command) for each shell command in the markdown ``text``."""
+    found: list[tuple[int, str]] = []
+    lang: str | None = None
+    pending, start = "", 0
+    for number, line in enumerate(text.splitlines(), 1):
+        fence = FENCE.match(line)
+        if fence:
+            lang = None if lang is not None else fence.group(1)
+            continue
+        if lang is None:
+            continue
+        if lang in SHELL:
+            command = line
+        elif lang in ("console", "") and line.startswith("$ "):
+            command = line[2:]
+        else:
+            continue
+        if not pending:
+            start = number
+        if command.rstrip().endswith("\\"):
+            pending += command.rstrip()[:-1] + " "
+            continue
+        command, pending = pending + command, ""
+        if command.strip() and not command.lstrip().startswith("#"):
+            found.append((start, command))
+    return found
+
+
+def problems(command: str) -> list[str]:
+    """What would make ``command`` do something else in bash than it seems to say.
+
+    >>> problems("rxstreams tail http://h/events/chat.>  # SSE")
+    ["unquoted redirection '>'"]
+    >>> problems("rxstreams tail 'http://h/events/chat.>' | jq -c .data")
+    []
+    >>> problems("rxstreams tail http://h/events/sensors.*")
+    ["unquoted glob in 'http://h/events/sensors.*'"]
+    >>> problems("echo 'unbalanced")
+    ['does not parse: No closing quotation']
+    """
+    lexer = shlex.shlex(command, posix=False, punctuation_chars=True)
+    lexer.whitespace_split = True
+    lexer.commenters = "#"
+    try:
+        tokens = list(lexer)
+    except ValueError as exc:
+        return [f"does not parse: {exc}"]
+    out = []
+    for i, token in enumerate(tokens):
+        if token.startswith(("'", '"')):
+            continue
+        if REDIRECTION.match(token):
+            out.append(f"unquoted redirection {token!r}")
+        elif token == "&" and i < len(tokens) - 1:
+            out.append("unquoted '&' splits the command")
+        elif GLOB.search(token):
+            out.append(f"unquoted glob in {token!r}")
+    return out
+
+
+def argv(command: str) -> list[str]:
+    """The words bash passes to the program (comments dropped, up to a pipe)."""
+    words = shlex.split(command, comments=True)
+    return words[: words.index("|")] if "|" in words else words
+
+
+README_COMMANDS = commands(README.read_text())
+
+
+def test_the_readme_prints_shell_commands() -> None:
+    assert len(README_COMMANDS) > 10
+    assert any(c.startswith("rxstreams tail") for _, c in README_COMMANDS)
+
+
+@pytest.mark.parametrize(
+    ("line", "command"), README_COMMANDS, ids=[str(n) for n, _ in README_COMMANDS]
+)
+def test_each_readme_command_runs_as_printed_in_bash(line: int, command: str) -> None:
+    assert problems(command) == [], f"README.md:{line}: {command}"
+
+
+RXSTREAMS = [(n, c) for n, c in README_COMMANDS if c.startswith("rxstreams ")]
+
+
+@pytest.mark.parametrize(("line", "command"), RXSTREAMS, ids=[str(n) for n, _ in RXSTREAMS])
+def test_each_rxstreams_command_is_accepted_by_the_cli(line: int, command: str) -> None:
+    try:
+        build_parser().parse_args(argv(command)[1:])
+    except SystemExit as exc:
+        pytest.fail(f"README.md:{line}: rxstreams refuses {command!r} (exit {exc.code})")
+
+
+def test_the_check_catches_the_redirection_the_issue_found() -> None:
+    text = "```console\n$ rxstreams tail http://127.0.0.1:8080/events/chat.> --format ndjson\n```\n"
+    [(_, command)] = commands(text)
+    assert problems(command) == ["unquoted redirection '>'"]
