@@ -74,6 +74,7 @@ __all__ = ["RedisBroker"]
 log = logging.getLogger(__name__)
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 _HEALTH_TIMEOUT = 2.0
+_SPARE = 16  # connections beyond max_connections for rare commands (health, acks, drop)
 _NOTED = 4096  # unreadable positions remembered, so each is counted once per broker
 
 # Returns the epoch, creating stream and epoch together when the stream is missing.
@@ -219,6 +220,7 @@ class RedisBroker(FollowingBroker):
             r.max_events or "",
             "" if not r.max_age else str(int(r.max_age * 1000)),
         )
+        self._slots = asyncio.Semaphore(max_connections)  # scripts in flight
         self._feeds = TaskFeeds()
         self._live = LiveStarts()
 
@@ -231,8 +233,10 @@ class RedisBroker(FollowingBroker):
     def client(self) -> Any:
         """The redis-py client for commands, created on first use (it reconnects by itself)."""
         if self._client is None:
+            # A plain pool (its blocking variant costs a lock and a timer per command);
+            # callers beyond max_connections wait on self._slots instead of failing.
             pool = aioredis.ConnectionPool.from_url(
-                self.url, max_connections=self.max_connections, socket_connect_timeout=2.0
+                self.url, max_connections=self.max_connections + _SPARE, socket_connect_timeout=2.0
             )
             self._client = aioredis.Redis(connection_pool=pool)
             self._publish_script = self._client.register_script(_PUBLISH)
@@ -296,9 +300,10 @@ class RedisBroker(FollowingBroker):
 
     async def _read(self, after: int, count: int) -> tuple[str, int, int, list[Any]]:
         _ = self.client
-        epoch, trimmed, last, entries, _ = await self._read_script(
-            keys=[self.log_key, self.meta_key], args=[self._epoch_prefix, cursor(after), count]
-        )
+        async with self._slots:
+            epoch, trimmed, last, entries, _ = await self._read_script(
+                keys=[self.log_key, self.meta_key], args=[self._epoch_prefix, cursor(after), count]
+            )
         self._epoch = _text(epoch)
         return self._epoch, entry_offset(trimmed)[0], entry_offset(last)[0], entries
 
@@ -324,24 +329,21 @@ class RedisBroker(FollowingBroker):
         if not payloads:
             return []
         max_events, max_age_ms = self._limits
-        script = self._publish_script if self._client is not None else None
-        if script is None:
-            _ = self.client
-            script = self._publish_script
+        _ = self.client
+        script = self._publish_script
         with self._live.publishing() as note:
             try:
-                epoch, entry_ids = await script(
-                    keys=[self.log_key, self.meta_key],
-                    args=[self._epoch_prefix, max_events, max_age_ms, subject, *payloads],
-                )
+                async with self._slots:
+                    epoch, entry_ids = await script(
+                        keys=[self.log_key, self.meta_key],
+                        args=[self._epoch_prefix, max_events, max_age_ms, subject, *payloads],
+                    )
             except (RedisError, OSError) as exc:
                 what = f"{len(payloads)} events" if len(payloads) > 1 else "publish"
                 raise PublishError(
                     f"{what} to {subject!r} not acknowledged by Redis: {exc}"
                 ) from exc
-            if epoch != self._epoch:
-                self._epoch = _text(epoch)
-            epoch_now = self._epoch
+            epoch_now = self._epoch = _text(epoch)
             positions = [Position(epoch_now, redis_offset(i)) for i in entry_ids]
             note(positions)
         return positions

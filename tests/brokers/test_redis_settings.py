@@ -163,3 +163,15 @@ def test_a_reply_judged_complete_holds_every_entry_after_the_position(
     if removed_total <= pos:
         assert complete  # the common case never costs a second round trip
     assert not reply_is_complete(Position("e", pos), b"other", trimmed=0)
+
+
+@pytest.mark.broker
+async def test_publishers_beyond_the_connection_cap_wait_instead_of_failing() -> None:
+    broker = build("redis", max_connections=4)
+    try:
+        sub = Collector(broker.subscribe("a.>", since=await broker.last_position()))
+        positions = await asyncio.gather(*(broker.apublish("a.b", i) for i in range(500)))
+        assert len(set(positions)) == 500
+        assert sorted(e.data for e in await sub.count(500)) == list(range(500))
+    finally:
+        await dispose(broker)
