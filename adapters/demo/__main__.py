@@ -1,26 +1,20 @@
-"""``python -m adapters.demo --host 127.0.0.1 --port 8080 [--broker URL]``."""
+"""``python -m adapters.demo [--host H] [--port P] [--broker URL] [--bots N]``: the same
+as ``rxstreams demo`` (see ``--help``)."""
 
 from __future__ import annotations
 
-import argparse
+import sys
 
-from .app import run
+from adapters.cli import main as cli_main
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse the command line and serve the demo.
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and serve the demo (``rxstreams demo``'s options).
 
     >>> main(["--port", "8080"])  # doctest: +SKIP
     """
-    parser = argparse.ArgumentParser(prog="python -m adapters.demo", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument(
-        "--broker", default=None, help="nats://... or redis://... (default: embedded)"
-    )
-    args = parser.parse_args(argv)
-    run(args.host, args.port, args.broker)
+    return cli_main(["demo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
