@@ -167,6 +167,13 @@ return {epoch, trimmed, last, entries, length}
 )
 
 
+def _group_lost(exc: ResponseError) -> bool:
+    """The stream (and with it the group) vanished: ``NOGROUP``, or a blocked
+    ``XREADGROUP`` told "UNBLOCKED the stream key no longer exists"."""
+    text = str(exc)
+    return "NOGROUP" in text or "no longer exists" in text
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -500,7 +507,7 @@ class RedisBroker(FollowingBroker):
                     await handle(events)
                 await self.client.xack(self.log_key, group, *[x[0] for x in entries])
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                if not _group_lost(exc):
                     raise
                 ready = False  # the stream was deleted (and maybe recreated): set up again
             except _TRANSIENT as exc:

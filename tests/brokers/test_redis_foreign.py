@@ -193,3 +193,29 @@ async def test_an_entry_id_beyond_a_position_is_skipped_and_own_publishes_still_
     assert sub.error is None and broker.skipped.count == 1  # one millisecond skipped once
     again = Collector(broker.subscribe("ext.>", since=start))
     assert [e.sequence for e in await again.count(1)] == [str(mine)]
+
+
+async def test_a_worker_group_survives_its_stream_vanishing(broker: Any) -> None:
+    """The group is created once, not every batch; when the stream (and so the group) is
+    gone, the worker sets both up again and goes on with the new epoch."""
+    first = await broker.apublish("job.a", 1)
+    got: list[Event] = []
+    stop = asyncio.Event()
+    seen_first = asyncio.Event()
+
+    async def handle(events: list[Event]) -> None:
+        got.extend(events)
+        seen_first.set()
+        if any(e.data == 2 for e in events):
+            stop.set()
+
+    worker = asyncio.create_task(broker.consume("g", "job.>", handle, consumer="w1", stop=stop))
+    try:
+        await asyncio.wait_for(seen_first.wait(), GUARD)
+        await broker.drop()
+        second = await broker.apublish("job.b", 2)
+        await asyncio.wait_for(worker, GUARD)
+    finally:
+        worker.cancel()
+    assert [(e.data, e.sequence) for e in got] == [(1, str(first)), (2, str(second))]
+    assert second.epoch != first.epoch
