@@ -5,6 +5,11 @@ Stages are the named probes of :mod:`operators.instrument`: build the pipeline i
 draw. The graph keeps the live counter objects, so each render shows the current numbers
 (events in and out, rate, buffer depth); ``watch(graph)`` redraws it in place in a cell.
 
+The rate is events per second of wall time between a stage's first and latest input: for
+a stream still flowing, its live rate; for a finite source that has finished, how fast it
+ran, labelled with how long that took ("1,000 in 4.2 ms"). With fewer than two inputs
+there is no rate, and none is shown.
+
 >>> import reactivex
 >>> from operators import batch, instrument, where
 >>> instrument.reset()
@@ -24,16 +29,78 @@ draw. The graph keeps the live counter objects, so each render shows the current
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from operators import instrument
 from operators.instrument import StageStats
 
-__all__ = ["PipelineGraph", "pipeline_graph"]
+__all__ = ["PipelineGraph", "StageRate", "human_span", "pipeline_graph", "stage_rate"]
 
-BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 168, 86, 56, 22, 12
+BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 196, 86, 56, 22, 12
+IDLE = 2.0  # seconds without input after which a stage counts as finished, not flowing
+
+
+def human_span(seconds: float) -> str:
+    """A duration for a label.
+
+    >>> human_span(0.0042), human_span(0.85), human_span(12.3), human_span(125)
+    ('4.2 ms', '850 ms', '12.3 s', '2 min 5 s')
+    """
+    if seconds < 0.01:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
+@dataclass(frozen=True, slots=True)
+class StageRate:
+    """What a stage's counters say about its pace.
+
+    ``per_second`` is ``None`` below two inputs; ``flowing`` is true while inputs keep
+    arriving (the latest less than :data:`IDLE` seconds ago).
+    """
+
+    per_second: float | None
+    span: float
+    flowing: bool
+
+    def label(self, events: int) -> str:
+        """``rate 1,234.5/s`` while flowing, ``1,000 in 4.2 ms (238,095/s)`` once done,
+        ``rate —`` without one.
+
+        >>> StageRate(None, 0.0, False).label(1), StageRate(10.0, 9.9, True).label(100)
+        ('rate —', 'rate 10.0/s')
+        >>> StageRate(250_000.0, 0.004, False).label(1000)
+        '1,000 in 4.0 ms (250,000/s)'
+        """
+        if self.per_second is None:
+            return "rate —"
+        if self.flowing:
+            return f"rate {self.per_second:,.1f}/s"
+        return f"{events:,} in {human_span(self.span)} ({self.per_second:,.0f}/s)"
+
+
+def stage_rate(s: StageStats, now: float | None = None) -> StageRate:
+    """The pace of one stage: inputs after the first, over the time since the first.
+
+    >>> st = StageStats("x", events_in=11, first=100.0, last=102.0)
+    >>> stage_rate(st, now=102.5), stage_rate(st, now=110.0).flowing
+    (StageRate(per_second=5.0, span=2.0, flowing=True), False)
+    >>> stage_rate(StageStats("y", events_in=1, first=1.0, last=1.0), now=1.0).per_second
+    """
+    now = time.monotonic() if now is None else now
+    span = s.last - s.first
+    if s.events_in < 2 or span <= 0:
+        return StageRate(None, max(span, 0.0), False)
+    return StageRate((s.events_in - 1) / span, span, now - s.last < IDLE)
 
 
 class PipelineGraph:
@@ -45,7 +112,9 @@ class PipelineGraph:
         stages: Mapping[str, StageStats | None],
         edges: list[tuple[str, str]],
         title: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock
         self.stages = dict(stages)
         for a, b in edges:
             self.stages.setdefault(a, None)
@@ -54,19 +123,28 @@ class PipelineGraph:
         self.title = title
 
     def rows(self) -> list[dict[str, Any]]:
-        """The counters as a list of dicts (one per counted stage), for tables and asserts."""
-        return [
-            {
-                "stage": name,
-                "in": s.events_in,
-                "out": s.events_out,
-                "items_out": s.items_out,
-                "rate": round(s.rate, 1),
-                "buffer": s.buffer_depth,
-            }
-            for name, s in self.stages.items()
-            if s is not None
-        ]
+        """The counters as a list of dicts (one per counted stage), for tables and asserts:
+        ``rate`` is events/s of wall time while inputs arrived (``None`` below two),
+        ``seconds`` how long that was, ``flowing`` whether inputs are still arriving."""
+        now = self.clock()
+        out = []
+        for name, s in self.stages.items():
+            if s is None:
+                continue
+            r = stage_rate(s, now)
+            out.append(
+                {
+                    "stage": name,
+                    "in": s.events_in,
+                    "out": s.events_out,
+                    "items_out": s.items_out,
+                    "rate": None if r.per_second is None else round(r.per_second, 1),
+                    "seconds": r.span,
+                    "flowing": r.flowing,
+                    "buffer": s.buffer_depth,
+                }
+            )
+        return out
 
     def layers(self) -> dict[str, int]:
         """Column of each node: the longest path from a node without inputs."""
@@ -130,7 +208,8 @@ class PipelineGraph:
     def _node(self, name: str, s: StageStats | None, x: float, y: float) -> str:
         lines = []
         if s is not None:
-            lines = [f"in {s.events_in:,} → out {s.events_out:,}", f"rate {s.rate:,.1f}/s"]
+            pace = stage_rate(s, self.clock()).label(s.events_in)
+            lines = [f"in {s.events_in:,} → out {s.events_out:,}", pace]
             if s.batches:
                 lines.append(f"buffer {s.buffer_depth:,} · items {s.items_out:,}")
         attrs = "" if s is None else (

@@ -3,9 +3,12 @@
 The view subscribes to the observable and redraws one display output in place (an
 ``IPython.display`` handle) from the kernel's own asyncio loop: one timer, at most one
 redraw per ``every`` seconds however fast events arrive, and only the last ``rows``
-events are kept. It ends with ``.stop()``, when the stream completes or fails, or when a
-view with the same key is created (re-running the cell: the key is ``name`` or else the
-cell's id), so a re-run never leaves an old subscription running.
+events are kept. Each redraw shows a small chart of the rate over the last ``history``
+redraws, left-aligned columns, event times as ``HH:MM:SS.mmm`` and positions short (the
+full one on hover). It ends with ``.stop()`` (or the *Stop* button under the view, when
+``ipywidgets`` is installed: the ``jupyter`` extra), when the stream completes or fails,
+or when a view with the same key is created (re-running the cell: the key is ``name`` or
+else the cell's id), so a re-run never leaves an old subscription running.
 
 >>> import asyncio, reactivex
 >>> class Handle:  # anything with update(obj); in Jupyter, a display handle
@@ -33,7 +36,8 @@ from reactivex import Observable, abc
 
 from streams import Event
 
-__all__ = ["Html", "LiveView", "Watch", "live", "stop_all", "views", "watch"]
+__all__ = ["Html", "LiveView", "Watch", "live", "short_position", "sparkline", "stop_all"]
+__all__ += ["views", "watch"]
 
 
 class Handle(Protocol):
@@ -109,9 +113,72 @@ def _show_once(obj: Any, shown_in: int | None) -> None:
     display(obj.snapshot() if hasattr(obj, "snapshot") else obj.obj)  # type: ignore[no-untyped-call]
 
 
+def short_position(position: str | None, digits: int = 6) -> str:
+    """A position as people read it in a table: the offset, its last ``digits`` digits
+    when longer (a Redis offset packs milliseconds), without the epoch.
+
+    >>> short_position("c5037cf0-42"), short_position("9a1b2c3d-1839274625827348480")
+    ('42', '…348480')
+    >>> short_position(None)
+    ''
+    """
+    if not position:
+        return ""
+    offset = position.rpartition("-")[2]
+    return offset if len(offset) <= digits else "…" + offset[-digits:]
+
+
+def _short_time(value: str | None) -> str:
+    """``2026-11-30T13:33:42.195247Z`` -> ``13:33:42.195`` (anything else unchanged)."""
+    if value and len(value) >= 23 and value[10] == "T":
+        return value[11:23]
+    return value or ""
+
+
+class _Short(str):
+    """A cell shown short with its full text on hover."""
+
+    full: str
+
+    def __new__(cls, short: str, full: str) -> _Short:
+        obj = super().__new__(cls, short)
+        obj.full = full
+        return obj
+
+
+def sparkline(values: Sequence[float], width: int = 160, height: int = 28) -> str:
+    """A tiny SVG line chart of ``values`` (e.g. the rate per redraw), scaled to its max.
+
+    >>> svg = sparkline([0, 5, 10])
+    >>> svg.startswith('<svg class="rxstreams-rate"')
+    True
+    >>> 'points="0.0,27.0 80.0,14.0 160.0,1.0"' in svg
+    True
+    """
+    top = max(values, default=0.0) or 1.0
+    step = width / max(len(values) - 1, 1)
+    points = " ".join(
+        f"{i * step:.1f},{height - 1 - (v / top) * (height - 2):.1f}" for i, v in enumerate(values)
+    )
+    return (
+        f'<svg class="rxstreams-rate" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" style="vertical-align:middle">'
+        f'<rect width="{width}" height="{height}" fill="#f6f8fb"/>'
+        f'<polyline points="{points}" fill="none" stroke="#4e79a7" stroke-width="1.5"/>'
+        f"<title>events/s, last {len(values)} redraws (max {top:,.1f}/s)</title></svg>"
+    )
+
+
 def _columns_of(item: Any) -> dict[str, Any]:
     if isinstance(item, Event):
-        return {"time": item.time, "subject": item.subject, "type": item.type, "data": item.data}
+        pos = item.sequence
+        return {
+            "time": _Short(_short_time(item.time), item.time or ""),
+            "position": _Short(short_position(pos), pos or ""),
+            "subject": item.subject,
+            "type": item.type,
+            "data": item.data,
+        }
     if isinstance(item, Mapping):
         return dict(item)
     fields = getattr(item, "_fields", None)
@@ -121,8 +188,18 @@ def _columns_of(item: Any) -> dict[str, Any]:
 
 
 def _cell(value: Any, limit: int = 80) -> str:
+    if isinstance(value, _Short):
+        return value
     text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if len(text) <= limit else _Short(text[: limit - 1] + "…", text)
+
+
+_LEFT = "text-align:left;vertical-align:top;white-space:nowrap;font-family:monospace"
+
+
+def _td(cell: str, tag: str = "td") -> str:
+    title = f' title="{escape(cell.full)}"' if isinstance(cell, _Short) else ""
+    return f'<{tag} style="{_LEFT}"{title}>{escape(cell)}</{tag}>'
 
 
 class LiveView:
@@ -146,6 +223,7 @@ class LiveView:
         loop: asyncio.AbstractEventLoop | None = None,
         clock: Callable[[], float] | None = None,
         rate_window: float = 5.0,
+        history: int = 60,
     ) -> None:
         if rows < 1:
             raise ValueError(f"rows must be at least 1, not {rows}")
@@ -166,12 +244,16 @@ class LiveView:
             maxlen=max(2, math.ceil(rate_window / every) + 1)
         )
         self._samples.append((self._clock(), 0))
+        self.rates: collections.deque[float] = collections.deque(maxlen=max(history, 2))
+        self.button: Any = None  # the Stop button (ipywidgets), when shown
         self._drawn: tuple[int, float, str] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._subscription: abc.DisposableBase | None = None
         self._shown_in = _execution_count() if handle is None else None
         self._handle = handle if handle is not None else self._display()
+        if handle is None:
+            self.button = _stop_button(self)
         previous = _views.get(key)
         if previous is not None:
             previous.stop()
@@ -219,6 +301,7 @@ class LiveView:
         if _views.get(self.key) is self:
             del _views[self.key]
         self.redraw()
+        self._finished_button()
         for _, fut in self._waiters:
             if not fut.done():
                 fut.set_result(None)
@@ -231,6 +314,11 @@ class LiveView:
         if self.status == "running":
             self.status = "stopped"
             self._finish()
+
+    def _finished_button(self) -> None:
+        if self.button is not None:
+            self.button.disabled = True
+            self.button.description = self.status.split(":")[0]
 
     # -- drawing ----------------------------------------------------------------------------
     def _display(self) -> Handle:
@@ -249,6 +337,7 @@ class LiveView:
         if self.status != "running":
             return
         self._samples.append((self._clock(), self.count))
+        self.rates.append(self.rate)
         self.redraw()
         self._arm()
 
@@ -296,16 +385,17 @@ class LiveView:
     def snapshot(self) -> Html:
         """The view as HTML (newest row first) and as text."""
         names, body = self._table()
-        head = "".join(f"<th>{escape(n)}</th>" for n in names)
-        trs = "".join(
-            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
-            for row in reversed(body)
-        )
+        head = "".join(_td(n, "th") for n in names)
+        trs = "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in reversed(body))
         summary = f"{self.count} events · {self.rate:.1f}/s · {self.status}"
+        hint = " · stop: view.stop() or re-run the cell" if self.status == "running" else ""
+        chart = sparkline(list(self.rates)) if len(self.rates) >= 2 else ""
         html = (
-            f'<div class="rxstreams-live" data-key="{escape(self.key)}">'
-            f"<b>{escape(self.title)}</b> <span>{escape(summary)}</span>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>"
+            f'<div class="rxstreams-live" data-key="{escape(self.key)}" style="text-align:left">'
+            f"<b>{escape(self.title)}</b> <span>{escape(summary)}</span> {chart}"
+            f'<span style="color:#888">{escape(hint)}</span>'
+            f'<table style="margin-left:0"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{trs}</tbody></table></div>"
         )
         text = f"{self.title}: {summary}\n" + "\n".join(" | ".join(r) for r in reversed(body))
         return Html(html, text)
@@ -328,6 +418,20 @@ class LiveView:
         self._waiters.append((count, fut))
         await asyncio.wait_for(fut, timeout)
         return self
+
+
+def _stop_button(view: LiveView) -> Any:
+    """A *Stop* button under the view (``ipywidgets``, from the ``jupyter`` extra), or
+    ``None`` without it: then the view says how to stop it."""
+    try:
+        import ipywidgets
+        from IPython.display import display
+    except ImportError:
+        return None
+    button = ipywidgets.Button(description="Stop", icon="stop", tooltip=f"stop {view.key}")
+    button.on_click(lambda _b: view.stop())
+    display(button)  # type: ignore[no-untyped-call]
+    return button
 
 
 def _running_loop(loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:

@@ -129,7 +129,7 @@ async def test_event_columns_and_escaping() -> None:
     src.on_next(Event.create({"text": "<b>hi</b>"}, subject="chat.x", type="chat.message"))
     view.redraw(force=True)
     html = handle.updates[-1]
-    assert "<th>subject</th>" in html and "chat.x" in html
+    assert ">subject</th>" in html and "chat.x" in html
     assert "&lt;b&gt;hi&lt;/b&gt;" in html and "<b>hi</b>" not in html
 
 
@@ -154,3 +154,52 @@ async def test_watch_redraws_an_object_until_stopped() -> None:
     n = len(handle.updates)
     assert n >= 2 and w.status == "stopped" and views() == {}
     assert handle.updates[-1] == "<i>x</i>"
+
+
+async def test_rate_chart_left_aligned_cells_and_short_positions() -> None:
+    from streams import MemoryBroker
+
+    broker = MemoryBroker()
+    handle = RecordingHandle()
+    now = [0.0]
+    view = live(broker.subscribe(">"), "chart", handle=handle, every=1.0)
+    view._clock = lambda: now[0]
+    view._samples.clear()
+    view._samples.append((0.0, 0))
+    for second in range(1, 4):
+        for i in range(second * 10):  # 10, 20, 30 events per second
+            broker.publish("a.b", {"i": i})
+        now[0] = float(second)
+        view._tick()
+    assert list(view.rates) == [10.0, 15.0, 20.0]  # over the sampled window
+    html = handle.updates[-1]
+    assert html.count('<svg class="rxstreams-rate"') == 1 and "<polyline" in html
+    assert 'style="text-align:left' in html and "<td>" not in html  # every cell left-aligned
+    last = broker.history(">")[-1]
+    assert last.sequence is not None
+    offset = last.sequence.rpartition("-")[2]
+    assert f'title="{last.sequence}">{offset}</td>' in html  # short, full on hover
+    assert f">{(last.time or '')[11:23]}</td>" in html  # HH:MM:SS.mmm
+    assert "stop: view.stop() or re-run the cell" in html
+    view.stop()
+    assert "re-run the cell" not in handle.updates[-1]
+
+
+async def test_stop_button_stops_the_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ipywidgets")  # the jupyter extra
+    import IPython.display
+
+    shown: list[Any] = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: shown.append(obj) or None)
+    src: Subject[int] = Subject()
+    from adapters.notebook.live import LiveView, _stop_button
+
+    view = live(src, "btn", handle=RecordingHandle())
+    button = _stop_button(view)
+    assert isinstance(view, LiveView) and shown == [button]
+    view.button = button
+    assert button.description == "Stop" and not button.disabled
+    button.click()  # what a click in the notebook does
+    assert view.status == "stopped" and button.disabled and button.description == "stopped"
+    src.on_next(1)
+    assert view.count == 0
