@@ -28,7 +28,9 @@ __all__ = [
 ]
 
 RETRYABLE_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
-RETRYABLE_CODES: Final = frozenset({"overloaded", "rate_limited"})
+# ``token_expired``: the stream ended at the token's expiry; a reconnect asks the token
+# provider for a fresh one.
+RETRYABLE_CODES: Final = frozenset({"overloaded", "rate_limited", "token_expired"})
 
 
 class ProtocolError(ValueError):
@@ -144,27 +146,37 @@ def _loads(raw: bytes | str, what: str) -> Any:
         raise ProtocolError(f"server sent malformed JSON in {what}: {exc}") from None
 
 
-def decode_sse_message(msg: SseMessage) -> Event | GapNotice:
-    """An SSE message as an event or, for ``event: gap``, a gap notice.
+def decode_sse_message(msg: SseMessage) -> Event | GapNotice | ServerError:
+    """An SSE message as an event or, for ``event: gap``, a gap notice (``event: error``:
+    the error that ends the stream, such as ``token_expired``).
 
     >>> decode_sse_message(SseMessage('{"op":"gap","requested":"a-1","earliest":"b-1"}', "gap"))
     GapNotice(requested='a-1', earliest='b-1', reason='', id=None)
+    >>> decode_sse_message(SseMessage('{"op":"error","code":"token_expired","message":"x"}'))
+    ServerError('token_expired: x')
     """
     obj = _loads(msg.data, "an SSE message")
-    if msg.event == "gap" or (isinstance(obj, dict) and obj.get("op") == "gap"):
+    op = obj.get("op") if isinstance(obj, dict) else None
+    if msg.event == "gap" or op == "gap":
         if not isinstance(obj, dict):
             raise ProtocolError("gap notice is not a JSON object")
         return GapNotice.from_dict(obj)
+    if isinstance(obj, dict) and op == "error":
+        return ServerError.from_ws(obj)
     return _event(obj)
 
 
-def decode_ndjson_line(line: bytes) -> Event | GapNotice | None:
-    """An NDJSON line as an event, a gap notice, or ``None`` for a blank heartbeat line."""
+def decode_ndjson_line(line: bytes) -> Event | GapNotice | ServerError | None:
+    """An NDJSON line as an event, a gap notice, an error that ends the stream, or
+    ``None`` for a blank heartbeat line."""
     if not line.strip():
         return None
     obj = _loads(line, "an NDJSON line")
-    if isinstance(obj, dict) and obj.get("op") == "gap":
+    op = obj.get("op") if isinstance(obj, dict) else None
+    if op == "gap":
         return GapNotice.from_dict(obj)
+    if op == "error":
+        return ServerError.from_ws(obj)
     return _event(obj)
 
 

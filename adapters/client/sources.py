@@ -8,6 +8,9 @@ position it delivered (``Last-Event-ID`` / ``since``); a
 no event is repeated across reconnects. Disposing the subscription cancels the task,
 which closes the connection and the session.
 
+Tokens: ``token=`` takes a string or a provider called again before every reconnect
+(see :func:`sse_source`); a stream the server ends at the token's expiry reconnects.
+
 Gaps: when the server no longer holds the events after the resume position it says so;
 the source passes a :class:`~adapters.client.protocol.GapNotice` to ``on_gap`` (default:
 a warning on the ``adapters.client`` logger) and keeps going from the earliest event
@@ -22,6 +25,7 @@ failed connections (:class:`ConnectionLost`). It never completes by itself.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Final
@@ -50,6 +54,8 @@ from .sse import SseParser
 __all__ = [
     "ConnectionLost",
     "OnGap",
+    "Token",
+    "TokenProvider",
     "first_events",
     "ndjson_source",
     "sse_source",
@@ -59,6 +65,9 @@ __all__ = [
 log = logging.getLogger("adapters.client")
 
 OnGap = Callable[[GapNotice], Any]
+#: Called before every connection (the first and each reconnect) for the token to send.
+TokenProvider = Callable[[], "str | Awaitable[str | None] | None"]
+Token = str | TokenProvider | None
 DEFAULT_MAX_SIZE: Final = 16 * 1024 * 1024
 _HANDSHAKE_CODES: Final = {401: "unauthorized", 403: "forbidden", 503: "overloaded"}
 
@@ -120,10 +129,15 @@ def _observable(run: Callable[[abc.ObserverBase[Event]], Awaitable[None]]) -> Ob
     return Observable(on_subscribe)
 
 
-def _auth_headers(token: str | None, headers: Mapping[str, str] | None) -> dict[str, str]:
+async def _auth_headers(token: Token, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The request headers with ``Authorization: Bearer``; a token provider is asked now,
+    so every reconnect presents a token that is fresh then."""
     out = dict(headers or {})
-    if token:
-        out["Authorization"] = f"Bearer {token}"
+    value = token() if callable(token) else token
+    if inspect.isawaitable(value):
+        value = await value
+    if value:
+        out["Authorization"] = f"Bearer {value}"
     return out
 
 
@@ -195,7 +209,7 @@ def _resuming(
 
 
 # Decodes one response body chunk by chunk: (event or gap notice or nothing, SSE id).
-_Decoded = Iterator[tuple[Event | GapNotice | None, str | None]]
+_Decoded = Iterator[tuple[Event | GapNotice | ServerError | None, str | None]]
 _Decoder = Callable[[bytes], _Decoded]
 
 
@@ -228,19 +242,18 @@ def _http_source(
     since: Position | str | None,
     backoff: Backoff | None,
     on_gap: OnGap | None,
-    token: str | None,
+    token: Token,
     headers: Mapping[str, str] | None,
     session: aiohttp.ClientSession | None,
     idle_timeout: float | None,
     max_size: int,
 ) -> Observable[Event]:
     target = URL(url)
-    base_headers = _auth_headers(token, headers)
-    base_headers.update({"Accept": accept, "Cache-Control": "no-cache"})
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=idle_timeout)
 
     async def attempt(http: aiohttp.ClientSession, sub: _Subscription) -> None:
-        hdrs = dict(base_headers)
+        hdrs = await _auth_headers(token, headers)
+        hdrs.update({"Accept": accept, "Cache-Control": "no-cache"})
         if sub.tracker.position is not None:
             hdrs["Last-Event-ID"] = str(sub.tracker.position)
         async with http.get(target, headers=hdrs, timeout=timeout) as resp:
@@ -255,6 +268,8 @@ def _http_source(
                 for item, event_id in decode(chunk):
                     if isinstance(item, GapNotice):
                         sub.gap(item)
+                    elif isinstance(item, ServerError):
+                        raise item  # token_expired: reconnect with a fresh token
                     elif item is not None:
                         sub.deliver(item, event_id)
 
@@ -267,7 +282,7 @@ def sse_source(
     *,
     backoff: Backoff | None = None,
     on_gap: OnGap | None = None,
-    token: str | None = None,
+    token: Token = None,
     headers: Mapping[str, str] | None = None,
     session: aiohttp.ClientSession | None = None,
     idle_timeout: float | None = 60.0,
@@ -278,6 +293,10 @@ def sse_source(
 
     ``idle_timeout`` (seconds without a byte, heartbeats included) counts as a dropped
     connection; keep it above the server's heartbeat interval (15 s by default).
+
+    ``token`` is a JWT, or a token provider: a function (plain or async) called before
+    every connection, so the reconnect after the server ended the stream at the token's
+    expiry (``token_expired``) presents a fresh token and resumes where it stopped.
 
     >>> async def main():  # doctest: +SKIP
     ...     src = sse_source("http://127.0.0.1:8080/events/chat.>")
@@ -297,7 +316,7 @@ def ndjson_source(
     *,
     backoff: Backoff | None = None,
     on_gap: OnGap | None = None,
-    token: str | None = None,
+    token: Token = None,
     headers: Mapping[str, str] | None = None,
     session: aiohttp.ClientSession | None = None,
     idle_timeout: float | None = 60.0,
@@ -323,7 +342,7 @@ def websocket_source(
     *,
     backoff: Backoff | None = None,
     on_gap: OnGap | None = None,
-    token: str | None = None,
+    token: Token = None,
     headers: Mapping[str, str] | None = None,
     session: aiohttp.ClientSession | None = None,
     heartbeat: float | None = 20.0,
@@ -338,10 +357,10 @@ def websocket_source(
     >>> d = src.subscribe(lambda e: print(e.data))  # doctest: +SKIP
     """
     target = URL(url)
-    hdrs = _auth_headers(token, headers)
     sub_id = "s1"
 
     async def attempt(http: aiohttp.ClientSession, sub: _Subscription) -> None:
+        hdrs = await _auth_headers(token, headers)
         try:
             ws = await http.ws_connect(
                 target, headers=hdrs, heartbeat=heartbeat, compress=0, max_msg_size=max_size

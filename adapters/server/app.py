@@ -364,14 +364,10 @@ async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
             async for chunk in request.content.iter_chunked(64 * 1024):
                 size += len(chunk)
                 if size > limit:
-                    raise ProtocolError(
-                        "too_large", f"body larger than {limit} bytes", limit=limit
-                    )
+                    raise ProtocolError("too_large", f"body larger than {limit} bytes", limit=limit)
                 chunks.append(chunk)
     except TimeoutError:
-        raise ProtocolError(
-            "request_timeout", f"body not received within {timeout:g} s"
-        ) from None
+        raise ProtocolError("request_timeout", f"body not received within {timeout:g} s") from None
     return b"".join(chunks)
 
 
@@ -481,7 +477,11 @@ class _WsSession:
     async def reauth(self, op: Auth) -> None:
         """Replace the connection's token; subscriptions it no longer allows end."""
         verifier = self.app.get(_VERIFIER)
-        claims = ANYONE if verifier is None else await verifier.verify(op.token)
+        try:
+            claims = ANYONE if verifier is None else await verifier.verify(op.token)
+        except ProtocolError as exc:
+            exc.ref = op.ref
+            raise
         if verifier is not None and self.claims.sub is not None and claims.sub != self.claims.sub:
             raise ProtocolError(
                 "forbidden", "the new token is for another client (sub)", ref=op.ref

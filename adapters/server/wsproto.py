@@ -6,7 +6,7 @@ documented code (the client's ``ref``/``id`` is kept on the error so the answer 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -26,6 +26,7 @@ from .errors import ProtocolError
 from .ingest import check_deliverable
 
 __all__ = [
+    "Auth",
     "Filter",
     "Publish",
     "Subscribe",
@@ -63,7 +64,16 @@ class Publish:
     event: Event
 
 
-Op = Subscribe | Unsubscribe | Publish
+@dataclass(frozen=True)
+class Auth:
+    """A fresh token for this connection (before the current one expires)."""
+
+    ref: str | None
+    token: str = field(repr=False)
+
+
+Op = Subscribe | Unsubscribe | Publish | Auth
+MAX_TOKEN: Final = 16 * 1024
 
 _MISSING = object()
 
@@ -154,10 +164,10 @@ def parse_message(raw: bytes | str) -> Op:
 
     >>> parse_message('{"op": "subscribe", "id": "s1", "pattern": "chat.>"}')
     Subscribe(id='s1', pattern='chat.>', since=None, filter=None, overflow=None)
-    >>> parse_message('{"op": "dance"}')
+    >>> parse_message('{"op": "dance"}')  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    adapters.server.errors.ProtocolError: op 'dance' is not one of subscribe, unsubscribe, publish
+    adapters.server.errors.ProtocolError: op 'dance' is not one of subscribe, ..., auth
     """
     try:
         msg = orjson.loads(raw)
@@ -212,6 +222,28 @@ def parse_message(raw: bytes | str) -> Op:
                 )
             event = Event.create(msg.get("data"), type=type_)
         return Publish(pref, subject, check_deliverable(event, ref))
-    raise ProtocolError(
-        "unknown_op", f"op {op!r} is not one of subscribe, unsubscribe, publish", ref=ref
-    )
+    if op == "auth":
+        aref = _id(msg, "ref", ref, required=False)
+        token = msg.get("token")
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
+            raise ProtocolError(
+                "bad_request",
+                f"'token' must be a string of 1 to {MAX_TOKEN} characters",
+                field="token",
+                ref=ref,
+            )
+        return Auth(aref, token)
+    raise ProtocolError("unknown_op", f"op {_shown(op)} is not one of {', '.join(OPS)}", ref=ref)
+
+
+OPS: Final = ("subscribe", "unsubscribe", "publish", "auth")
+
+
+def _shown(op: object) -> str:
+    """The client's ``op`` for an error message, cut short.
+
+    >>> _shown("x" * 100)[-5:], _shown(None)
+    ("...'", 'None')
+    """
+    text = repr(op)
+    return text if len(text) <= 40 else text[:36] + "...'"
