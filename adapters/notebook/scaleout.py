@@ -111,7 +111,7 @@ async def two_servers(url: str) -> AsyncIterator[tuple[str, str]]:
     from adapters.brokers import from_url
 
     stream = fresh(url)
-    brokers = [from_url(stream), from_url(stream)]
+    brokers: list[Any] = [from_url(stream), from_url(stream)]
     runners: list[web.AppRunner] = []
     try:
         bases = []
@@ -187,7 +187,7 @@ async def worker_group(
     from adapters.brokers.worker import run_worker
 
     stream = fresh(url)
-    brokers = [from_url(stream) for _ in range(workers)]
+    brokers: list[Any] = [from_url(stream) for _ in range(workers)]
     team = WorkerGroup(brokers, key)
     stop = asyncio.Event()
     tasks = []
