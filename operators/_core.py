@@ -31,9 +31,16 @@ from reactivex.scheduler.virtualtimescheduler import VirtualTimeScheduler
 
 from .policy import OnError, check_policy, make_handler
 
-__all__ = ["Chain", "Lean", "PureSpec", "Spec", "Stage", "default_scheduler", "lean"]
+__all__ = ["TICK", "Chain", "Lean", "PureSpec", "Spec", "Stage", "default_scheduler", "lean"]
 
 _names = itertools.count()
+
+TICK = 1e-6
+"""How close to its deadline a timer counts as due. reactivex's virtual clock keeps time as
+a ``datetime`` (whole microseconds), so a timer fires up to half a microsecond before a
+float deadline; re-arming for that remainder would schedule it at "now", which spins
+``advance_to`` forever and makes ``start()`` jump a whole second. Every re-arming timer
+treats a remainder of at most ``TICK`` as due."""
 
 
 def _noop(*_: Any) -> None:
@@ -78,6 +85,20 @@ class Chain:
         self.upstream: abc.DisposableBase | None = None
         self.root: _Root | None = None
 
+    def release(self) -> None:
+        """The outer subscription is disposed. Stop, unless a stage still serves subscribers
+        of its own (``group_by_key``'s groups, as in every Rx): then only the stages after
+        it stop, and that stage stops the chain once its last subscriber has gone."""
+        if self.stopped:
+            return
+        for i, stage in enumerate(self.stages):  # stages[0] is the last operator
+            if stage.serving():
+                for later in self.stages[:i]:
+                    later.dispose()
+                stage.detach()
+                return
+        self.stop()
+
     def stop(self) -> None:
         """Stop delivering, cancel every timer, unsubscribe the root (idempotent)."""
         if self.stopped:
@@ -116,6 +137,14 @@ class Stage:
         self.down.on_completed()
 
     def dispose(self) -> None:
+        return None
+
+    def serving(self) -> bool:
+        """True while subscribers of this stage's own outputs need upstream to go on."""
+        return False
+
+    def detach(self) -> None:
+        """The outer subscription is gone but :meth:`serving` said to go on."""
         return None
 
     def after(
@@ -303,7 +332,7 @@ class Lean(Observable[Any]):
             upstream.dispose()
         else:
             chain.upstream = upstream
-        return Disposable(chain.stop)
+        return Disposable(chain.release)
 
 
 def lean(spec: Spec) -> Callable[[Observable[Any]], Observable[Any]]:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from reactivex import Observable, abc
 
-from ._core import Chain, Spec, Stage, clock, default_scheduler, lean
+from ._core import TICK, Chain, Spec, Stage, clock, default_scheduler, lean
 from .policy import OnError, check_policy, make_handler
 
 __all__ = ["batch", "batch_by_key", "encoded_size"]
@@ -85,8 +85,7 @@ class _Buffer:
             o.idle(self)
             return
         left = o.within - (o.now() - self.opened)  # type: ignore[operator]
-        # Float clocks can leave ~1e-16 s; re-arming for that would never advance virtual time.
-        if left > 1e-9:
+        if left > TICK:  # a smaller remainder would be scheduled at "now" (see TICK)
             self.timer = o.scheduler.schedule_relative(left, self._fire)
         else:
             self.flush()

@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from reactivex import Observable, abc
 
-from ._core import Chain, Spec, Stage, clock, default_scheduler, lean
+from ._core import TICK, Chain, Spec, Stage, clock, default_scheduler, lean
 from .policy import OnError, check_policy, make_handler
 
 __all__ = ["RateLimitError", "rate_limit"]
@@ -73,7 +73,8 @@ class _Bucket(Stage):
     def release(self) -> None:
         self.timer = None
         self.refill()
-        while self.queue and self.tokens >= 1 - 1e-9:
+        due = 1 - TICK * self.spec.rate  # the timer may fire up to TICK early
+        while self.queue and self.tokens >= due:
             self.tokens -= 1
             self.down.on_next(self.queue.popleft())
             if self.chain.stopped:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from ._core import Chain, Spec, Stage, clock, default_scheduler, lean
+from ._core import TICK, Chain, Spec, Stage, clock, default_scheduler, lean
 from .policy import OnError, check_policy, make_handler
 
 __all__ = [
@@ -46,11 +47,12 @@ class UnroutableError(LookupError):
 class _Branch(Observable[Any]):
     """A hot output: delivers to its current subscribers, no locks, no copying per event."""
 
-    def __init__(self, name: Any) -> None:
+    def __init__(self, name: Any, on_unsubscribed: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.name = name
         self.observers: list[abc.ObserverBase[Any]] = []
         self.done: tuple[str, Exception | None] | None = None
+        self.on_unsubscribed = on_unsubscribed  # called when the last subscriber leaves
 
     def _subscribe_core(
         self, observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
@@ -66,6 +68,8 @@ class _Branch(Observable[Any]):
 
         def remove() -> None:
             self.observers = [o for o in self.observers if o is not observer]
+            if not self.observers and self.on_unsubscribed is not None:
+                self.on_unsubscribed()
 
         return Disposable(remove)
 
@@ -339,6 +343,31 @@ class Group(NamedTuple, Generic[K, T]):
     events: Observable[T]
 
 
+@dataclass(slots=True)
+class _GroupState:
+    """One open group: its hot output, when it last saw an event, its expiry timer."""
+
+    branch: _Branch
+    last_seen: float
+    timer: abc.DisposableBase | None = None
+
+
+class _Detached:
+    """Where a group stage's outer output goes once the outer subscription is disposed."""
+
+    def __init__(self, chain: Chain) -> None:
+        self.chain = chain
+
+    def on_next(self, value: Any) -> None:
+        return None
+
+    def on_error(self, error: Exception) -> None:
+        self.chain.stop()
+
+    def on_completed(self) -> None:
+        self.chain.stop()
+
+
 class _Groups(Stage):
     def __init__(self, down: Any, chain: Chain, spec: _GroupSpec) -> None:
         super().__init__(down, chain)
@@ -346,7 +375,8 @@ class _Groups(Stage):
         self.scheduler = default_scheduler(spec.scheduler, chain.scheduler)
         self.now = clock(self.scheduler)
         self.handler = make_handler(spec.on_error, self.fail)
-        self.groups: dict[Any, list[Any]] = {}  # key -> [branch, last_seen, timer]
+        self.groups: dict[Any, _GroupState] = {}
+        self.detached = False  # the outer subscription is gone; groups still subscribed go on
 
     def on_next(self, value: Any) -> None:
         try:
@@ -356,32 +386,34 @@ class _Groups(Stage):
             return
         g = self.groups.get(k)
         if g is None:
-            branch = _Branch(k)
-            g = self.groups[k] = [branch, self.now(), None]
+            if self.detached:
+                return  # nobody can hear of a new group any more (as in RxJava)
+            g = self.groups[k] = _GroupState(_Branch(k, self.unsubscribed), self.now())
             if self.spec.expire_after is not None:
-                g[2] = self.after(self.scheduler, self.spec.expire_after, lambda: self.check(k))
-            self.down.on_next(Group(k, branch))
+                g.timer = self.after(self.scheduler, self.spec.expire_after, lambda: self.check(k))
+            self.down.on_next(Group(k, g.branch))
         else:
-            g[1] = self.now()
-        g[0].on_next(value)
+            g.last_seen = self.now()
+        g.branch.on_next(value)
 
     def check(self, k: Any) -> None:
         g = self.groups.get(k)
         if g is None:
             return
-        left = g[1] + self.spec.expire_after - self.now()
-        if left > 0:
-            g[2] = self.after(self.scheduler, left, lambda: self.check(k))
+        left = g.last_seen + self.spec.expire_after - self.now()  # type: ignore[operator]
+        if left > TICK:
+            g.timer = self.after(self.scheduler, left, lambda: self.check(k))
         else:
             del self.groups[k]
-            g[0].end(None)
+            g.branch.end(None)
+            self.unsubscribed()
 
     def end_all(self, error: Exception | None) -> None:
         groups, self.groups = self.groups, {}
-        for branch, _, timer in groups.values():
-            if timer is not None:
-                timer.dispose()
-            branch.end(error)
+        for g in groups.values():
+            if g.timer is not None:
+                g.timer.dispose()
+            g.branch.end(error)
 
     def on_completed(self) -> None:
         self.end_all(None)
@@ -392,9 +424,21 @@ class _Groups(Stage):
         super().on_error(error)
 
     def dispose(self) -> None:
-        for _, _, timer in self.groups.values():
-            if timer is not None:
-                timer.dispose()
+        for g in self.groups.values():
+            if g.timer is not None:
+                g.timer.dispose()
+
+    # -- outer disposal: groups outlive it while subscribed (reference counted, as in Rx) --
+    def serving(self) -> bool:
+        return any(g.branch.observers for g in self.groups.values())
+
+    def detach(self) -> None:
+        self.detached = True
+        self.down = _Detached(self.chain)
+
+    def unsubscribed(self) -> None:
+        if self.detached and not self.chain.stopped and not self.serving():
+            self.chain.stop()
 
 
 class _GroupSpec(Spec):
@@ -426,6 +470,11 @@ def group_by_key(
     """Emit a :class:`Group` per new key; a group completes after ``expire_after`` seconds
     without events (one timer per open group), and a later event for that key starts a new
     group. Memory is bounded by the number of *active* keys.
+
+    Disposing the outer subscription does not cut off groups that still have subscribers
+    (as in reactivex's ``group_by``, RxJava and RxJS): they go on receiving their events
+    and end with the source; events of new keys are dropped, and upstream is unsubscribed
+    once the last group subscriber has gone. A group without subscribers holds nothing.
 
     >>> import reactivex
     >>> def show(g):

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from reactivex import Observable, abc
 
-from ._core import Chain, Spec, Stage, clock, default_scheduler, lean
+from ._core import TICK, Chain, Spec, Stage, clock, default_scheduler, lean
 
 __all__ = ["debounce", "sample", "throttle"]
 
@@ -93,7 +93,7 @@ class _Debounce(_Timed):
 
     def check(self) -> None:
         left = self.deadline - self.now()
-        if left > 0:
+        if left > TICK:
             self.arm(left, self.check)
         else:
             self.flush_pending()

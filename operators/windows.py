@@ -7,9 +7,18 @@
   ``lateness`` (the allowed out-of-orderness); a window closes once the watermark reaches
   its end. With ``idle=seconds``, all open windows also close after that much processing
   time without events, so a quiet stream still produces results.
-- **Late events** would belong to a window already emitted. They go to ``late`` (an
-  observer such as a ``Subject``, or a callable); without one they are emitted in the main
-  output wrapped as :class:`Late`. Never silently dropped.
+- **Late events**: an event is late when every window it belongs to has closed, that is
+  ends at or before the watermark (Flink and Bytewax judge lateness the same way). A
+  window closed without ever opening counts too: after ``25`` in ``tumbling(10)``, ``3``
+  is late. The watermark is one for the whole stream, but sessions merge per key, so an
+  event extending its key's open session is never late. An event late for some of its
+  sliding windows counts in the others. Late events go to ``late`` (an observer such as a
+  ``Subject``, or a callable); without one they are emitted in the main output wrapped as
+  :class:`Late`. Never silently dropped. After an idle close or a processing-time close the
+  watermark is at least the end of every window emitted, so no window is emitted twice.
+- **Window bounds** come from an integer index: window ``k`` is ``[k*step, k*step + size)``
+  with the bounds computed exactly from the decimals of ``step`` and ``size`` as written
+  (``tumbling(2.2)`` has ``[26.4, 28.6)``), so float rounding never splits a window.
 
 Each closed window is emitted as :class:`Window` ``(key, start, end, value)`` where
 ``value`` is ``agg(items)`` (default: the list of items). Aggregations: :func:`count_of`,
@@ -24,11 +33,13 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from decimal import Context, Decimal
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from reactivex import Observable, abc
 
-from ._core import Chain, Spec, Stage, clock, default_scheduler, lean
+from ._core import TICK, Chain, Spec, Stage, clock, default_scheduler, lean
 from .policy import OnError, check_policy, make_handler
 
 __all__ = [
@@ -121,27 +132,93 @@ def top_k(k: int, field: Callable[[Any], Any] = _identity) -> Callable[[list[Any
     return lambda items: heapq.nlargest(k, items, key=field)
 
 
-class _Open:
-    __slots__ = ("end", "items", "key", "last", "start")
+class _Grid:
+    """Window ``k`` of a tumbling or sliding shape is ``[k*step, k*step + size)``.
 
-    def __init__(self, key: Any, start: float, end: float) -> None:
-        self.key, self.start, self.end, self.last = key, start, end, start
-        self.items: list[Any] = []
+    Windows are keyed by their integer index ``k``, and each bound is computed one way
+    only: exactly, from the decimal values of ``step`` and ``size`` as written, then rounded
+    once to a float. So ``tumbling(2.2)`` has the window ``[26.4, 28.6)`` (not
+    ``[26.400000000000002, ...)``) and an event can never split a window in two.
+
+    >>> g = _Grid(2.2, 2.2)
+    >>> list(g.indexes(26.4)), g.bounds(12)
+    ([12], (26.4, 28.6))
+    >>> list(_Grid(0.7, 0.15).indexes(0.4))
+    [-1, 0, 1, 2]
+    """
+
+    __slots__ = ("cache", "ctx", "exact_size", "exact_step", "size", "step")
+
+    def __init__(self, size: float, step: float) -> None:
+        self.size, self.step = size, step
+        self.exact_size, self.exact_step = Decimal(repr(size)), Decimal(repr(step))
+        self.ctx = Context(prec=60)
+        self.cache: dict[int, tuple[float, float]] = {}
+
+    def bounds(self, k: int) -> tuple[float, float]:
+        got = self.cache.get(k)
+        if got is None:
+            if len(self.cache) > 4096:
+                self.cache.clear()
+            start = self.ctx.multiply(self.exact_step, k)
+            got = self.cache[k] = (float(start), float(self.ctx.add(start, self.exact_size)))
+        return got
+
+    def indexes(self, t: float) -> range:
+        """The indexes of the windows containing ``t``, in start order."""
+        bounds = self.bounds
+        last = math.floor(t / self.step)
+        while bounds(last)[0] > t:
+            last -= 1
+        while bounds(last + 1)[0] <= t:
+            last += 1
+        first = math.floor((t - self.size) / self.step) + 1
+        while bounds(first)[1] <= t:
+            first += 1
+        while first > -(2**62) and bounds(first - 1)[1] > t:
+            first -= 1
+        return range(first, last + 1)
+
+
+@dataclass(slots=True)
+class _Pane:
+    """One open tumbling or sliding window."""
+
+    key: Any
+    index: int
+    start: float
+    end: float
+    items: list[Any] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Session:
+    """One open session: ``[start, last + gap)``; ``merged`` once folded into another."""
+
+    key: Any
+    start: float
+    last: float
+    end: float
+    items: list[Any] = field(default_factory=list)
+    merged: bool = False
 
 
 class _Windows(Stage):
     def __init__(self, down: Any, chain: Chain, spec: _WindowSpec) -> None:
         super().__init__(down, chain)
         self.spec = spec
+        self.grid = _Grid(spec.size, spec.step)
         self.scheduler = default_scheduler(spec.scheduler, chain.scheduler)
         self.now = clock(self.scheduler)
         self.handler = make_handler(spec.on_error, self.fail)
-        self.open: dict[tuple[Any, float], _Open] = {}
-        self.sessions: dict[Any, list[_Open]] = {}
-        self.heap: list[tuple[float, int, _Open]] = []
+        self.panes: dict[tuple[Any, int], _Pane] = {}
+        self.sessions: dict[Any, list[_Session]] = {}
+        self.heap: list[tuple[float, int, _Pane | _Session]] = []
         self.seq = itertools.count()
-        self.closed_until = -math.inf  # every window ending at or before this was emitted
-        self.max_ts = -math.inf
+        # Every window ending at or before the watermark is closed: it is the largest
+        # timestamp seen minus ``lateness``, or the end of the last window emitted
+        # (on completion, idle close or a processing-time tick), whichever is larger.
+        self.watermark = -math.inf
         self.timer: abc.DisposableBase | None = None
         self.timer_due = math.inf
         self.last_event = 0.0
@@ -164,28 +241,15 @@ class _Windows(Stage):
             self.handler(value, exc)
             return
         if spec.kind == "session":
-            if t + spec.size <= self.closed_until:
-                self.late(value)
-                return
-            self.join_session(k, t, value)
+            placed = self.join_session(k, t, value)
         else:
-            first = math.floor((t - spec.size) / spec.step) * spec.step + spec.step
-            if first + spec.size <= t:  # float rounding
-                first += spec.step
-            if first + spec.size <= self.closed_until:
-                self.late(value)
-                return
-            start = first
-            while start <= t:
-                w = self.open.get((k, start))
-                if w is None:
-                    w = self.open[(k, start)] = _Open(k, start, start + spec.size)
-                    heapq.heappush(self.heap, (w.end, next(self.seq), w))
-                w.items.append(value)
-                start += spec.step
+            placed = self.assign(k, t, value)
+        if not placed:
+            self.late(value)
         if spec.timestamp is not None:
-            self.max_ts = max(self.max_ts, t)
-            self.close_through(self.max_ts - spec.lateness)
+            if t - spec.lateness > self.watermark:
+                self.watermark = t - spec.lateness
+                self.close_through(self.watermark)
             if spec.idle is not None:
                 self.last_event = self.now()
                 if self.timer is None:
@@ -193,44 +257,62 @@ class _Windows(Stage):
         elif self.heap and self.heap[0][0] < self.timer_due:
             self.arm(self.heap[0][0] - t, self.tick)
 
-    def join_session(self, k: Any, t: float, value: Any) -> None:
+    def assign(self, k: Any, t: float, value: Any) -> bool:
+        """Add ``value`` to each of its windows still open; False if none is (late)."""
+        placed = False
+        for i in self.grid.indexes(t):
+            w = self.panes.get((k, i))
+            if w is None:
+                start, end = self.grid.bounds(i)
+                if end <= self.watermark:
+                    continue
+                w = self.panes[(k, i)] = _Pane(k, i, start, end)
+                heapq.heappush(self.heap, (end, next(self.seq), w))
+            w.items.append(value)
+            placed = True
+        return placed
+
+    def join_session(self, k: Any, t: float, value: Any) -> bool:
+        """Merge ``value`` into its key's open sessions within ``gap``; False if it is late."""
         gap = self.spec.size
-        mine = self.sessions.setdefault(k, [])
-        near = [s for s in mine if s.start - gap < t < s.end]
+        mine = self.sessions.get(k)
+        near = [s for s in mine if s.start - gap < t < s.end] if mine else []
         if not near:
-            w = _Open(k, t, t + gap)
-            w.last = t
-            mine.append(w)
+            if t + gap <= self.watermark:
+                return False
+            w = _Session(k, t, t, t + gap)
+            self.sessions.setdefault(k, []).append(w)
         else:
             w = near[0]
             for other in near[1:]:
                 w.items += other.items
                 w.start, w.last = min(w.start, other.start), max(w.last, other.last)
-                mine.remove(other)
-                other.items = []
-                other.end = -math.inf  # its heap entry goes stale
+                mine.remove(other)  # type: ignore[union-attr]
+                other.items, other.merged = [], True  # its heap entries go stale
         w.items.append(value)
         w.start, w.last = min(w.start, t), max(w.last, t)
         w.end = w.last + gap
         heapq.heappush(self.heap, (w.end, next(self.seq), w))
+        return True
 
     # -- closing --------------------------------------------------------------------
     def close_through(self, watermark: float) -> None:
         heap = self.heap
         while heap and heap[0][0] <= watermark and not self.chain.stopped:
             end, _, w = heapq.heappop(heap)
-            if end != w.end or not w.items:
+            if end != w.end or not w.items or (isinstance(w, _Session) and w.merged):
                 continue  # stale entry of a merged or extended session
             self.emit(w)
 
-    def emit(self, w: _Open) -> None:
-        if self.spec.kind == "session":
-            self.sessions[w.key].remove(w)
-            if not self.sessions[w.key]:
+    def emit(self, w: _Pane | _Session) -> None:
+        if isinstance(w, _Session):
+            mine = self.sessions[w.key]
+            mine.remove(w)
+            if not mine:
                 del self.sessions[w.key]
         else:
-            del self.open[(w.key, w.start)]
-        self.closed_until = max(self.closed_until, w.end)
+            del self.panes[(w.key, w.index)]
+        self.watermark = max(self.watermark, w.end)
         items, w.items = w.items, []
         try:
             value = self.spec.agg(items)
@@ -252,13 +334,13 @@ class _Windows(Stage):
         self.timer = self.after(self.scheduler, delay, fire)
 
     def tick(self) -> None:
-        self.close_through(self.now())
+        self.close_through(self.now() + TICK)
         if self.heap and not self.chain.stopped:
             self.arm(self.heap[0][0] - self.now(), self.tick)
 
     def idle_check(self) -> None:
         left = self.last_event + self.spec.idle - self.now()  # type: ignore[operator]
-        if left > 0:
+        if left > TICK:
             self.arm(left, self.idle_check)
         else:
             self.close_through(math.inf)
@@ -350,7 +432,13 @@ def sliding(
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
 ) -> Callable[[Observable[T]], Observable[Window | Late[T]]]:
-    """Overlapping windows of ``size`` starting every ``step`` (an event is in each).
+    """Overlapping windows ``[k*step, k*step + size)`` (an event is in each of its windows).
+
+    ``step`` must not exceed ``size``: with gaps between windows, the events falling in
+    them would belong to no window and vanish silently (Kafka Streams refuses hopping
+    windows whose advance exceeds their size for the same reason). To sample, filter first.
+    An event that is late for some of its windows but not others counts in those still open
+    (as in Flink); it goes to ``late`` only when all its windows have closed.
 
     >>> import reactivex
     >>> reactivex.of(1, 6).pipe(sliding(10, 5, timestamp=float, agg=count_of())).subscribe(
@@ -360,6 +448,11 @@ def sliding(
     Window(key=None, start=5.0, end=15.0, value=1)
     <...>
     """
+    if step > size:
+        raise ValueError(
+            f"sliding step ({step}) must be <= size ({size}): events between windows would be "
+            "dropped silently"
+        )
     return _window(
         "sliding", size, step, key=key, timestamp=timestamp, lateness=lateness, idle=idle,
         agg=agg, late=late, scheduler=scheduler, on_error=on_error,

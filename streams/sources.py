@@ -66,11 +66,13 @@ def from_iterable(items: Iterable[T]) -> Observable[T]:
 
         def run(_: abc.SchedulerBase, __: Any = None) -> None:
             on_next = observer.on_next
+            if stopped:
+                return
             try:
                 for item in items:
-                    if stopped:
-                        return
                     on_next(item)
+                    if stopped:  # before pulling again: a shared iterator keeps the rest
+                        return
             except Exception as exc:
                 observer.on_error(exc)
             else:
@@ -87,15 +89,24 @@ def from_iterable(items: Iterable[T]) -> Observable[T]:
 
 
 def from_async_iterable(items: AsyncIterable[T]) -> Observable[T]:
-    """Emit what an async iterable yields, on the running loop; dispose cancels it."""
+    """Emit what an async iterable yields, on the running loop; dispose cancels it.
+
+    Disposal stops the pulling at once, even while the iterable has items ready (an
+    ``asyncio.Queue`` being drained never suspends the task): nothing is taken from it
+    that is not delivered.
+    """
 
     def on_subscribe(
         observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
+        stopped = False
+
         async def pump() -> None:
             try:
                 async for item in items:
                     observer.on_next(item)
+                    if stopped:
+                        return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -104,7 +115,13 @@ def from_async_iterable(items: AsyncIterable[T]) -> Observable[T]:
                 observer.on_completed()
 
         task = asyncio.get_running_loop().create_task(pump())
-        return Disposable(lambda: _cancel(task))
+
+        def stop() -> None:
+            nonlocal stopped
+            stopped = True
+            _cancel(task)
+
+        return Disposable(stop)
 
     return Observable(on_subscribe)
 
