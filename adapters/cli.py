@@ -372,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         "the live chat demo, with synthetic users",
         "The live chat and event firehose on the embedded broker (or --broker). Each "
-        "nickname gets a token allowing its own notices; --bots synthetic users keep the "
-        "rooms, statistics and firehose alive.",
+        "nickname gets a token allowing its own notices (signed with $RXSTREAMS_DEMO_SECRET "
+        "when set, so several demos on one broker share them); --bots synthetic users keep "
+        "the rooms, statistics and firehose alive.",
     )
     d.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     d.add_argument("--port", type=_port, default=8080, help="TCP port; 0 picks a free one")

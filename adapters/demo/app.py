@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,8 @@ def run(
     ``broker_url`` picks a networked broker (``nats://...``, ``redis://...``); without it
     the embedded broker is used. The URL is announced once the socket is listening (with
     the real port when ``port`` is 0); a port in use raises ``adapters.cli.CliError``.
+    Tokens are signed with ``$RXSTREAMS_DEMO_SECRET`` when set (so several demo processes
+    on one broker accept each other's tokens), else with a secret made now.
 
     >>> run("127.0.0.1", 8080, bots=3)  # doctest: +SKIP
     """
@@ -223,7 +226,8 @@ def run(
         from adapters.brokers import from_url
 
         broker = from_url(broker_url)
-    issuer = DemoTokens() if tokens else False
+    secret = os.environ.get("RXSTREAMS_DEMO_SECRET")  # shared by demos on one broker
+    issuer = (DemoTokens(secret) if secret else DemoTokens()) if tokens else False
     app = create_demo_app(broker, tokens=issuer, bots=bots)
     if broker is not None:
 

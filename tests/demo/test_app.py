@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import orjson
 import pytest
 from aiohttp import ClientSession, ClientWebSocketResponse, web
@@ -175,6 +176,7 @@ async def test_demo_announces_its_url_only_once_it_listens() -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=ROOT,
+        env={**os.environ, "RXSTREAMS_DEMO_SECRET": "s" * 32},
     )
     assert proc.stdout is not None
     try:
@@ -186,6 +188,9 @@ async def test_demo_announces_its_url_only_once_it_listens() -> None:
             assert resp.status == 200  # at once: no retry needed
         rest = (await asyncio.wait_for(proc.stdout.read(400), 5)).decode()
         assert "1 synthetic user chats" in rest and "export RXSTREAMS_TOKEN=" in rest
+        # signed with $RXSTREAMS_DEMO_SECRET: another demo on the same broker accepts it
+        token = rest.split("export RXSTREAMS_TOKEN=")[1].split()[0]
+        assert jwt.decode(token, "s" * 32, algorithms=["HS256"])["subscribe"] == [">"]
     finally:
         proc.send_signal(2)
         await asyncio.wait_for(proc.wait(), 15)
