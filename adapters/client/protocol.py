@@ -133,7 +133,21 @@ class Control:
 
 
 def _event(obj: Any) -> Event:
+    """An event as the server sent it; binary data (``data_base64``, which
+    :meth:`Event.from_dict` does not know) is kept as that attribute.
+
+    >>> e = _event({"specversion": "1.0", "id": "1", "source": "s", "type": "t",
+    ...             "datacontenttype": "image/png", "data_base64": "iVBO"})
+    >>> e.data, e.extensions
+    (None, {'data_base64': 'iVBO'})
+    """
     try:
+        if isinstance(obj, dict) and isinstance(obj.get("data_base64"), str):
+            rest = {k: v for k, v in obj.items() if k != "data_base64"}
+            event = Event.from_dict(rest)
+            return event.replace(
+                extensions={**(event.extensions or {}), "data_base64": obj["data_base64"]}
+            )
         return Event.from_dict(obj)
     except EventError as exc:
         raise ProtocolError(f"server sent an invalid event: {exc}") from None

@@ -44,7 +44,7 @@ from .delivery import Hub, StreamClient, WsClient, live_start, subscribe_client
 from .disconnect import on_disconnect
 from .errors import ProtocolError
 from .framing import HEARTBEAT_NDJSON, HEARTBEAT_SSE, ndjson_chunk, sse_chunk
-from .ingest import check_media_type, media_type, parse_body
+from .ingest import binary_attributes, binary_event, check_media_type, media_type, parse_body
 from .keys import TokenVerifier
 from .limits import TokenBucket
 from .middleware import json_errors
@@ -382,10 +382,16 @@ async def ingest(request: web.Request) -> web.Response:
         except SubjectError as exc:
             raise ProtocolError("bad_subject", str(exc), field="subject") from None
         authorize(await _claims(request), "publish", subject)
-        kind = media_type(request.headers.get("Content-Type"))
-        check_media_type(kind)
+        content_type = request.headers.get("Content-Type")
+        kind = media_type(content_type)
+        binary = binary_attributes(request.headers.items())  # CloudEvents binary mode
+        if binary is None:
+            check_media_type(kind)
         body = await _read_body(request, cfg.max_body_bytes, cfg.body_timeout)
-        events = parse_body(body, kind, request.query.get("type", "rxstreams.event"))
+        if binary is not None:
+            events = [binary_event(binary, body, content_type)]
+        else:
+            events = parse_body(body, kind, request.query.get("type", "rxstreams.event"))
         _spend(_bucket(request), len(events), cfg)
     except ProtocolError as exc:
         return _error(exc, hub)

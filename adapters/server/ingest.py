@@ -2,11 +2,20 @@
 
 All-or-nothing: :func:`parse_body` validates every item before returning any, so the
 shell publishes a batch whole or answers an error and publishes nothing.
+
+CloudEvents over HTTP, both content modes of the HTTP protocol binding: *structured* (the
+event as ``application/cloudevents+json``, binary data in ``data_base64``) and *binary*
+(:func:`binary_event`: the attributes in ``ce-*`` headers, the body, of any content type,
+is the data). Binary data is kept as ``data_base64`` in the stored JSON, so it round-trips.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+from collections.abc import Iterable
 from typing import Any, Final
+from urllib.parse import unquote
 
 import orjson
 
@@ -18,8 +27,11 @@ from .errors import ProtocolError
 __all__ = [
     "JSON_TYPES",
     "MAX_DEPTH",
+    "binary_attributes",
+    "binary_event",
     "check_deliverable",
     "check_media_type",
+    "event_from_dict",
     "media_type",
     "parse_body",
 ]
@@ -108,14 +120,34 @@ def check_media_type(kind: str) -> None:
         )
 
 
+def event_from_dict(value: Any, where: dict[str, Any]) -> Event:
+    """A CloudEvent from its JSON form, ``data_base64`` (binary data) included, or
+    ``bad_event`` naming the field."""
+    b64 = value.get("data_base64") if isinstance(value, dict) else None
+    try:
+        if b64 is None:
+            return Event.from_dict(value)
+        if not isinstance(b64, str) or not _is_base64(b64):
+            raise EventError("data_base64", "must be a base64 string")
+        if value.get("data") is not None:
+            raise EventError("data_base64", "an event has data or data_base64, not both")
+        event = Event.from_dict({k: v for k, v in value.items() if k != "data_base64"})
+    except EventError as exc:
+        raise ProtocolError("bad_event", f"{_at(where)}{exc}", field=exc.field, **where) from None
+    return event.replace(extensions={**(event.extensions or {}), "data_base64": b64})
+
+
+def _is_base64(text: str) -> bool:
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
 def _item(value: Any, type_: str, where: dict[str, Any]) -> Event:
     if isinstance(value, dict) and "specversion" in value:
-        try:
-            event = Event.from_dict(value)
-        except EventError as exc:
-            raise ProtocolError(
-                "bad_event", f"{_at(where)}{exc}", field=exc.field, **where
-            ) from None
+        event = event_from_dict(value, where)
     else:
         event = Event.create(value, type=type_)
     return check_deliverable(event, **where)
@@ -142,6 +174,64 @@ def _at(where: dict[str, Any]) -> str:
     if "index" in where:
         return f"item {where['index']}: "
     return ""
+
+
+def binary_attributes(headers: Iterable[tuple[str, str]]) -> dict[str, str] | None:
+    """The CloudEvent attributes of a binary-mode request (its ``ce-*`` headers,
+    percent-decoded), or ``None`` when it has no ``ce-specversion`` (not binary mode).
+
+    >>> binary_attributes([("Ce-Id", "1"), ("ce-specversion", "1.0"), ("ce-source", "a%20b")])
+    {'id': '1', 'specversion': '1.0', 'source': 'a b'}
+    >>> binary_attributes([("Content-Type", "text/plain")]) is None
+    True
+    """
+    attrs: dict[str, str] = {}
+    for name, value in headers:
+        low = name.lower()
+        if low.startswith("ce-") and len(low) > 3:
+            attrs.setdefault(low[3:], unquote(value))
+    return attrs if "specversion" in attrs else None
+
+
+def _is_json_type(kind: str) -> bool:
+    return kind in (JSON, "text/json") or kind.endswith("+json")
+
+
+def binary_event(attrs: dict[str, str], body: bytes, content_type: str | None) -> Event:
+    """The event of a binary-mode request: ``attrs`` from :func:`binary_attributes`, the
+    body as ``data`` (JSON types parsed, text as a string, anything else ``data_base64``)
+    and ``Content-Type`` as ``datacontenttype``.
+
+    >>> e = binary_event({"specversion": "1.0", "id": "1", "source": "s", "type": "t"},
+    ...                  b"hi", "text/plain; charset=utf-8")
+    >>> e.data, e.datacontenttype
+    ('hi', 'text/plain; charset=utf-8')
+    >>> binary_event({"specversion": "1.0", "id": "1", "source": "s", "type": "t"},
+    ...              bytes([255, 0]), "application/octet-stream").extensions
+    {'data_base64': '/wA='}
+    """
+    for name in ("data", "data_base64", "datacontenttype"):
+        if name in attrs:
+            raise ProtocolError("bad_event", f"ce-{name}: not an attribute header", field=name)
+    value: dict[str, Any] = dict(attrs)
+    kind = media_type(content_type)
+    if content_type:
+        value["datacontenttype"] = content_type.strip()
+    if not body:
+        pass  # no data
+    elif not kind or _is_json_type(kind):
+        try:
+            value["data"] = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError("bad_json", f"malformed JSON: {exc}") from None
+    elif kind.startswith("text/"):
+        try:
+            value["data"] = body.decode()
+        except UnicodeDecodeError:
+            value["data_base64"] = base64.b64encode(body).decode()
+    else:
+        value["data_base64"] = base64.b64encode(body).decode()
+    return check_deliverable(event_from_dict(value, {}))
 
 
 def _loads(body: bytes) -> Any:

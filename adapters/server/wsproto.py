@@ -13,7 +13,6 @@ import orjson
 
 from streams import (
     Event,
-    EventError,
     Position,
     PositionError,
     SubjectError,
@@ -23,7 +22,7 @@ from streams import (
 from streams.event import DEFAULT_TYPE
 
 from .errors import ProtocolError
-from .ingest import check_deliverable
+from .ingest import check_deliverable, event_from_dict
 
 __all__ = [
     "Auth",
@@ -211,9 +210,10 @@ def parse_message(raw: bytes | str) -> Op:
             raise ProtocolError("bad_subject", str(exc), field="subject", ref=ref) from None
         if "event" in msg:
             try:
-                event = Event.from_dict(msg["event"])
-            except EventError as exc:
-                raise ProtocolError("bad_event", str(exc), field=exc.field, ref=ref) from None
+                event = event_from_dict(msg["event"], {})
+            except ProtocolError as exc:
+                exc.ref = ref
+                raise
         else:
             type_ = msg.get("type", DEFAULT_TYPE)
             if not isinstance(type_, str) or not type_ or len(type_) > 256:
