@@ -228,6 +228,7 @@ class RedisBroker(FollowingBroker):
             "" if not r.max_age else str(int(r.max_age * 1000)),
         )
         self._slots = asyncio.Semaphore(max_connections)  # scripts in flight
+        self._reading = asyncio.Semaphore(max_connections)  # blocking reads in flight
         self._feeds = TaskFeeds()
         self._live = LiveStarts()
 
@@ -252,13 +253,11 @@ class RedisBroker(FollowingBroker):
 
     @property
     def reader(self) -> Any:
-        """The redis-py client for blocking reads (its own pool: readers wait there)."""
+        """The redis-py client for blocking reads (its own pool; readers beyond
+        ``max_connections`` wait on ``self._reading``)."""
         if self._reader is None:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=self.max_connections,
-                timeout=20,
-                socket_connect_timeout=2.0,
+            pool = aioredis.ConnectionPool.from_url(
+                self.url, max_connections=self.max_connections, socket_connect_timeout=2.0
             )
             self._reader = aioredis.Redis(connection_pool=pool)
         return self._reader
@@ -411,7 +410,7 @@ class RedisBroker(FollowingBroker):
     async def _next_entries(self, pos: Position, pattern: str) -> tuple[str, list[Any]]:
         """Entries after ``pos`` (waiting up to ``block`` seconds for some) and the epoch
         they belong to; raises :class:`GapError` when entries after ``pos`` are gone."""
-        async with self.reader.pipeline(transaction=False) as pipe:
+        async with self._reading, self.reader.pipeline(transaction=False) as pipe:
             pipe.xread(
                 {self.log_key: cursor(pos.offset)},
                 count=self.batch,
@@ -520,7 +519,7 @@ class RedisBroker(FollowingBroker):
     ) -> tuple[str, list[Any]]:
         """New entries for ``name`` (waiting up to a second), or with ``claim_idle_ms``
         entries others left pending that long; with the epoch, read in the same round trip."""
-        async with self.reader.pipeline(transaction=False) as pipe:
+        async with self._reading, self.reader.pipeline(transaction=False) as pipe:
             if claim_idle_ms is None:
                 pipe.xreadgroup(group, name, {self.log_key: ">"}, count=self.batch, block=1000)
             else:

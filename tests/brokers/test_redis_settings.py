@@ -175,3 +175,18 @@ async def test_publishers_beyond_the_connection_cap_wait_instead_of_failing() ->
         assert sorted(e.data for e in await sub.count(500)) == list(range(500))
     finally:
         await dispose(broker)
+
+
+@pytest.mark.broker
+async def test_subscribers_beyond_the_connection_cap_wait_their_turn() -> None:
+    """More live subscribers than connections: each gets the events, none fails."""
+    broker = build("redis", max_connections=2, block=0.05)
+    try:
+        start = await broker.last_position()
+        subs = [Collector(broker.subscribe("a.>", since=start)) for _ in range(6)]
+        await broker.apublish_many("a.b", [1, 2, 3])
+        for sub in subs:
+            assert [e.data for e in await sub.count(3)] == [1, 2, 3]
+            assert sub.error is None
+    finally:
+        await dispose(broker)
