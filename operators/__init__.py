@@ -23,6 +23,7 @@ from .basic import select, where
 from .batching import batch, batch_by_key, encoded_size
 from .codec import CodecError, encode_json, parse_json
 from .filtering import by_subject, dedupe, field_match
+from .joins import enrich, interval_join, join_window, lookup
 from .policy import DeadLetter, OnError
 from .ratelimit import RateLimitError, rate_limit
 from .resilience import backoff_delays, retry
@@ -73,9 +74,13 @@ __all__ = [
     "dedupe",
     "encode_json",
     "encoded_size",
+    "enrich",
     "field_match",
     "group_by_key",
     "instrument",
+    "interval_join",
+    "join_window",
+    "lookup",
     "max_of",
     "mean_of",
     "min_of",

@@ -319,6 +319,8 @@ class Lean(Observable[Any]):
                 chain.stages.append(target)
         if pure or (isinstance(target, Stage) and target.inline("t_") is not None):
             target = _Compiled(pure[::-1], target)
+        if chain.stopped:  # a stage's own input (a join's other side) has already failed
+            return Disposable()
         root = _Root(target, chain)
         chain.root = root
         try:

@@ -232,30 +232,49 @@ class _Windows(Stage):
     def on_next(self, value: Any) -> None:
         spec = self.spec
         try:
-            t = self.now() if spec.timestamp is None else float(spec.timestamp(value))
-            if not math.isfinite(t):
-                raise ValueError(f"timestamp must be a finite number, got {t!r}")
-            k = None if spec.key is None else spec.key(value)
-            hash(k)
+            t, k = self.locate(spec.timestamp, spec.key, value)
         except Exception as exc:
             self.handler(value, exc)
             return
-        if spec.kind == "session":
-            placed = self.join_session(k, t, value)
-        else:
-            placed = self.assign(k, t, value)
-        if not placed:
-            self.late(value)
+        self.place(k, t, value, value)
         if spec.timestamp is not None:
-            if t - spec.lateness > self.watermark:
-                self.watermark = t - spec.lateness
-                self.close_through(self.watermark)
+            self.advance(t - spec.lateness)
             if spec.idle is not None:
                 self.last_event = self.now()
                 if self.timer is None:
                     self.arm(spec.idle, self.idle_check)
-        elif self.heap and self.heap[0][0] < self.timer_due:
-            self.arm(self.heap[0][0] - t, self.tick)
+        else:
+            self.follow_clock(t)
+
+    def locate(
+        self, timestamp: Callable[[Any], float] | None, key: Callable[[Any], Any] | None, value: Any
+    ) -> tuple[float, Any]:
+        """The event's time (the clock's without ``timestamp``) and key; may raise."""
+        t = self.now() if timestamp is None else float(timestamp(value))
+        if not math.isfinite(t):
+            raise ValueError(f"timestamp must be a finite number, got {t!r}")
+        k = None if key is None else key(value)
+        hash(k)
+        return t, k
+
+    def place(self, k: Any, t: float, item: Any, event: Any) -> None:
+        """Put ``item`` in its windows, or ``event`` in the late output."""
+        if self.spec.kind == "session":
+            placed = self.join_session(k, t, item)
+        else:
+            placed = self.assign(k, t, item)
+        if not placed:
+            self.late(event)
+
+    def advance(self, watermark: float) -> None:
+        if watermark > self.watermark:
+            self.watermark = watermark
+            self.close_through(watermark)
+
+    def follow_clock(self, now: float) -> None:
+        """Processing time: one timer, armed for the earliest open window end."""
+        if self.heap and self.heap[0][0] < self.timer_due:
+            self.arm(self.heap[0][0] - now, self.tick)
 
     def assign(self, k: Any, t: float, value: Any) -> bool:
         """Add ``value`` to each of its windows still open; False if none is (late)."""
@@ -319,7 +338,10 @@ class _Windows(Stage):
         except Exception as exc:
             self.handler(items, exc)
             return
-        self.down.on_next(Window(w.key, w.start, w.end, value))
+        self.output(Window(w.key, w.start, w.end, value))
+
+    def output(self, window: Window) -> None:
+        self.down.on_next(window)
 
     def arm(self, delay: float, action: Callable[[], None]) -> None:
         if self.timer is not None:

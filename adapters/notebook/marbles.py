@@ -3,7 +3,8 @@
 The input is replayed on a :class:`reactivex.testing.TestScheduler`, so time-based
 operators (``batch(within=...)``, windows, ``throttle``) behave exactly as they would live,
 without waiting. The pipeline may return one observable (one output lane), a mapping of
-named observables or :class:`operators.Branches` (one lane per branch). Lists are drawn as
+named observables or :class:`operators.Branches` (one lane per branch); a join takes a
+second input lane (``other=``). Lists are drawn as
 grouped marbles (batches), :class:`operators.Window` results as a box with the window's
 span below the lane, completion as a bar and an error as a cross. The SVG depends only on
 the input, so it diffs cleanly and can be tested.
@@ -34,7 +35,7 @@ from streams import Event
 
 __all__ = ["Marble", "Mark", "label_of", "marble", "record"]
 
-Pipeline = Callable[[Observable[Any]], Any]
+Pipeline = Callable[..., Any]  # one source, or two with ``other=`` (joins)
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#6b6ecf", "#b07aa1", "#9c755f")
 LANE_H = 64
@@ -103,6 +104,7 @@ def record(
     pipeline: Pipeline,
     inputs: Iterable[tuple[float, Any]],
     *,
+    other: Iterable[tuple[float, Any]] | None = None,
     end: float | str | None = "auto",
     error: tuple[float, Exception] | None = None,
     until: float | None = None,
@@ -114,6 +116,16 @@ def record(
     ``error=(time, exception)``. Recording stops at ``until`` (default: a little after
     the last input or the end). Lanes: ``"input"``, then ``"output"`` or one per branch.
 
+    With ``other`` (a second list of ``(time, value)``, for joins), the pipeline takes two
+    sources, ``pipeline(source, other_source)``, and an ``"other"`` lane follows
+    ``"input"``; the other source completes at ``end`` too.
+
+    >>> from operators import interval_join
+    >>> lanes = record(lambda s, o: s.pipe(interval_join(o, key=str.upper, lower=0, upper=2)),
+    ...                [(1, "a"), (5, "b")], other=[(2, "A"), (4, "a"), (8, "b")])
+    >>> [(m.t, m.value) for m in lanes["output"] if m.kind == "next"]
+    [(2.0, ('a', 'A'))]
+
     >>> from operators import batch
     >>> lanes = record(lambda s: s.pipe(batch(count=2)), [(1, "a"), (2, "b"), (3, "c")])
     >>> lanes["output"]  # doctest: +NORMALIZE_WHITESPACE
@@ -121,7 +133,8 @@ def record(
      Mark(t=4.0, kind='complete', value=None)]
     """
     inputs = list(inputs)
-    last = max((float(t) for t, _ in inputs), default=0.0)
+    others = None if other is None else list(other)
+    last = max((float(t) for t, _ in [*inputs, *(others or [])]), default=0.0)
     if end == "auto":
         end = last + 1
     if isinstance(end, str):
@@ -130,11 +143,16 @@ def record(
     source, input_marks = _source(scheduler, inputs, end, error)
     stop = max(last, input_marks[-1].t if input_marks else 0.0)
     horizon = float(until) if until is not None else stop + max(1.0, 0.05 * stop)
-    result = pipeline(source)
+    lanes: dict[str, list[Mark]] = {"input": [m for m in input_marks if m.t <= horizon]}
+    if others is None:
+        result = pipeline(source)
+    else:
+        second, other_marks = _source(scheduler, others, end, None)
+        lanes["other"] = [m for m in other_marks if m.t <= horizon]
+        result = pipeline(source, second)
     outputs: Mapping[Any, Observable[Any]] = (
         result if isinstance(result, Mapping) else {"output": result}
     )
-    lanes: dict[str, list[Mark]] = {"input": [m for m in input_marks if m.t <= horizon]}
     subscriptions = []
     for name, observable in outputs.items():
         lane = lanes.setdefault(str(name), [])
@@ -327,6 +345,7 @@ def marble(
     pipeline: Pipeline,
     inputs: Iterable[tuple[float, Any]],
     *,
+    other: Iterable[tuple[float, Any]] | None = None,
     title: str | None = None,
     end: float | str | None = "auto",
     error: tuple[float, Exception] | None = None,
@@ -334,7 +353,8 @@ def marble(
     width: int = 640,
     label: Callable[[Any], str] = label_of,
 ) -> Marble:
-    """Record ``pipeline`` on ``inputs`` (see :func:`record`) and draw it.
+    """Record ``pipeline`` on ``inputs`` (see :func:`record`) and draw it. With ``other``,
+    a join's second input, the pipeline takes two sources and both input lanes are drawn.
 
     >>> from operators import route
     >>> m = marble(
@@ -345,5 +365,5 @@ def marble(
     >>> list(m.lanes), m.values("a")
     (['input', 'a', 'b'], ['apple', 'avocado'])
     """
-    lanes = record(pipeline, inputs, end=end, error=error, until=until)
+    lanes = record(pipeline, inputs, other=other, end=end, error=error, until=until)
     return Marble(lanes, title=title, width=width, label=label, until=until)
