@@ -4,6 +4,12 @@ Prints one JSON line. Both sides deliver the same pre-built events to subscriber
 count them; the broker also assigns positions, keeps history and (by default) accounts
 bytes, i.e. encodes each event once. Median of --runs runs.
 
+It also reports what history costs in memory: the bytes a MemoryBroker holds per
+retained event (traced allocations after publishing ``--retained`` fresh events of about
+150 encoded bytes, the event objects included), against the event's encoded size, before
+and after the events were encoded (a server encodes each event once for its clients and
+keeps the bytes with the event).
+
     python benchmarks/broker.py [--events 200000] [--runs 5]
 """
 
@@ -13,6 +19,7 @@ import argparse
 import gc
 import statistics
 import time
+import tracemalloc
 from collections.abc import Callable
 
 import orjson
@@ -108,10 +115,39 @@ def hundred_patterns(events: list[Event], retention: Retention) -> tuple[float, 
     return timed(memory), timed(subject)
 
 
+def retained_bytes(n: int) -> dict[str, float]:
+    """Bytes held per retained event, before and after encoding, and the encoded size."""
+
+    def make(i: int) -> Event:
+        return Event.create({"user": f"u{i % 200}", "text": f"message {i}"}, type="chat.msg")
+
+    gc.collect()
+    tracemalloc.start()
+    b = MemoryBroker(Retention(max_events=n, max_per_subject=None))
+    base = tracemalloc.get_traced_memory()[0]
+    for i in range(n):
+        b.publish(f"chat.room{i % 50}.msg", make(i))
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - base
+    encoded = sum(len(e.encode()) for e in b.history("chat.>"))
+    gc.collect()
+    held_encoded = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    return {
+        "retained_events": n,
+        "encoded_bytes_per_event": round(encoded / n, 1),
+        "bytes_per_retained_event": round(held / n, 1),
+        "bytes_per_retained_event_encoded": round(held_encoded / n, 1),
+        "retained_over_encoded": round(held / encoded, 2),
+        "retained_encoded_over_encoded": round(held_encoded / encoded, 2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--retained", type=int, default=100_000)
     args = ap.parse_args()
 
     def fresh(n: int) -> list[Event]:
@@ -152,6 +188,7 @@ def main() -> None:
                 "patterns100_memory_eps": round(fmem),
                 "patterns100_subject_eps": round(fsub),
                 "patterns100_speedup_vs_subject": round(fmem / fsub, 2),
+                **retained_bytes(args.retained),
             }
         ).decode()
     )

@@ -277,6 +277,10 @@ class Event(_Slots):
                 j = orjson.dumps(self.to_dict())
             except TypeError as exc:
                 raise EventError("data", f"not JSON-serializable: {exc}") from None
+            # orjson hands back its whole working buffer (4 KiB at least) as the bytes
+            # object; the cache keeps an exact-size copy, or every retained event that
+            # was ever encoded would hold 4 KiB (benchmarks/broker.py reports the bytes).
+            j = b"".join((j, b""))
             _set_json(self, j)
         return j
 

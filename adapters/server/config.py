@@ -46,12 +46,12 @@ class ServerConfig:
     heartbeat: float = 15.0  # SSE/NDJSON heartbeat period, seconds
     ws_ping: float | None = 20.0  # WebSocket ping period; no pong within half of it closes
     ws_close_timeout: float = 2.0
-    # Events for the same clients are gathered for this many seconds into one frame
-    # (Centrifugo's write delay). 0, the default, writes at the end of the loop
-    # iteration that received the event: no added latency, and events published in one
-    # iteration still travel together. A few milliseconds cut the server's CPU per
-    # delivery several times when events arrive one per iteration at a high rate
-    # (benchmarks/fanout.py --write-delay), at the cost of up to that much latency.
+    # Leading-edge write delay (Centrifugo's write_delay, minus the latency when quiet):
+    # the first event after a quiet period is written at the end of the loop iteration
+    # that received it; events that follow within ``write_delay`` seconds wait until it
+    # has passed and then travel together, one write per client. A quiet stream pays
+    # nothing; a busy one at most the delay, for one write per client per window instead
+    # of one per event (benchmarks/fanout.py --write-delay). 0 writes every iteration.
     write_delay: float = 0.0
     write_buffer: int | None = None  # transport high-water mark, bytes (asyncio: 64 KiB)
     socket_send_buffer: int | None = None  # SO_SNDBUF for streaming connections

@@ -821,6 +821,7 @@ class Hub:
         self.topics: dict[tuple[int, str], Topic] = {}
         self._scheduled = False
         self._delay = config.write_delay
+        self._last_events = -1e18  # loop time topics last wrote events (write delay)
         self.metrics = ServerMetrics(self._queued_events, self._queued_bytes)
         self._latency = self.metrics.latency
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -883,15 +884,24 @@ class Hub:
             self.loop.call_soon(self._flush)
 
     def mark_topic(self, topic: Topic) -> None:
-        """``topic`` received an event: flush at the end of this loop iteration, or once
-        the write delay has passed, gathering every event until then into one segment."""
+        """``topic`` received an event: flush at the end of this loop iteration.
+
+        With a write delay the delay is leading-edge: the first event after a quiet
+        period (no events written in the last ``write_delay`` seconds) still goes out in
+        this iteration; events that follow within the delay after those writes finished
+        wait until it has passed and then travel together, one write per client. A
+        quiet stream pays no latency; a busy one pays at most the delay and saves a
+        write per client per event.
+        """
         self._dirty_topics.append(topic)
         if not self._scheduled:
             self._scheduled = True
-            if self._delay > 0:
-                self.loop.call_later(self._delay, self._flush)
+            loop = self.loop
+            due = self._last_events + self._delay
+            if self._delay > 0 and loop.time() < due:
+                loop.call_at(due, self._flush)
             else:
-                self.loop.call_soon(self._flush)
+                loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Hand topic segments to their members, then write every dirty client's queue:
@@ -914,6 +924,8 @@ class Hub:
                     observe(now - client.first_at)
         for name, n in counts.items():
             self.metrics.events_out.labels(name).inc(n)
+        if topics:
+            self._last_events = self.loop.time()  # the window opens once writing is done
 
     async def shutdown(self) -> None:
         """Flush every client and close it (WebSockets with 1001)."""

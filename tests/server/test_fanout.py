@@ -90,18 +90,20 @@ async def test_caught_up_clients_share_one_frame_per_transport_written_from_the_
         await ws.close()
 
 
-async def test_write_delay_gathers_events_of_separate_iterations_into_one_frame(
+async def test_write_delay_is_leading_edge_then_gathers_events_into_one_frame(
     make_server: Any, session: aiohttp.ClientSession
 ) -> None:
-    server = await make_server(write_delay=0.5)
+    server = await make_server(write_delay=1.0)
     async with session.ws_connect(server.ws_url()) as ws:
         await ws.send_json({"op": "subscribe", "id": "s", "pattern": "t"})
         await next_op(ws, "subscribed")
-        for i in range(3):
+        server.broker.publish("t", {"i": 0})  # after a quiet period: written at once
+        assert orjson.loads(await ws.receive_str())["data"] == {"i": 0}
+        for i in range(1, 4):
             server.broker.publish("t", {"i": i})
             await asyncio.sleep(0)  # each event in its own loop iteration
         msg = orjson.loads(await ws.receive_str())
-        assert [e["data"]["i"] for e in msg] == [0, 1, 2]  # one array frame
+        assert [e["data"]["i"] for e in msg] == [1, 2, 3]  # gathered: one array frame
 
 
 async def test_sse_heartbeats_and_http10_streams_without_chunking(make_server: Any) -> None:
