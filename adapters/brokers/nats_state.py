@@ -64,7 +64,7 @@ class NatsState:
 
     def __init__(self, broker: Any, group: str, parts: Any) -> None:
         self.broker = broker
-        self.parts = parts  # the partition log's broker
+        self.parts = parts  # PartitionLogs: where routed events go
         self.group = group
         self.bucket = bucket_name(broker.stream, group)
         self._nc: Any = None
@@ -161,9 +161,10 @@ class NatsState:
                 return found
         raise RuntimeError(f"{self.bucket}: cannot claim {lease.unit}")
 
-    async def _publish(self, routed: Sequence[Routed], broker: Any = None) -> None:
+    async def _publish(self, routed: Sequence[Routed], parts: Any = None) -> None:
         for subject, events in _by_subject(routed).items():
-            await (broker or self.broker).apublish_many(subject, events)
+            broker = self.broker if parts is None else parts.for_subject(subject)
+            await broker.apublish_many(subject, events)
 
     async def commit(self, lease: Lease, checkpoint: Checkpoint, outputs: Sequence[Routed]) -> None:
         checkpoint.outbox = [event.encode() for _, event in outputs]
@@ -207,7 +208,5 @@ class NatsState:
         await self._store()
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await self._js.delete_key_value(self.bucket)
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await self.parts.drop()
-        await self.parts.close()
+        await self.parts.drop(1)
         await self.close()

@@ -25,6 +25,7 @@ True
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -128,23 +129,39 @@ def units(partitions: int) -> list[str]:
     return [ROUTER, *(f"p{i}" for i in range(partitions))]
 
 
+def _rank(unit: str, member: str) -> bytes:
+    return hashlib.blake2b(f"{unit}/{member}".encode(), digest_size=8).digest()
+
+
 def assign(all_units: Sequence[str], members: Iterable[str]) -> dict[str, list[str]]:
-    """Who should own what: units dealt round-robin over the members in sorted order.
+    """Who should own what: a deterministic function of the live members.
 
-    Every unit goes to exactly one member, counts differ by at most one, and every member
-    computing it from the same live set gets the same answer (the leases settle the moments
-    when members see different sets).
+    Every unit goes to exactly one member and counts differ by at most one. Each unit
+    ranks the members by a hash of ``unit/member`` (rendezvous hashing) and goes to the
+    best-ranked one with room left, so a member joining or leaving moves few units besides
+    its own share. Members computing it from the same live set get the same answer (the
+    leases settle the moments when they see different sets).
 
-    >>> assign(units(3), ["b", "a"])
-    {'a': ['router', 'p1'], 'b': ['p0', 'p2']}
+    >>> plan = assign(units(3), ["b", "a"])
+    >>> sorted(len(us) for us in plan.values()), sorted(u for us in plan.values() for u in us)
+    ([2, 2], ['p0', 'p1', 'p2', 'router'])
     >>> assign(units(1), [])
     {}
     """
     ordered = sorted(set(members))
     plan: dict[str, list[str]] = {m: [] for m in ordered}
-    if ordered:
-        for i, unit in enumerate(all_units):
-            plan[ordered[i % len(ordered)]].append(unit)
+    if not ordered:
+        return plan
+    floor, extra = divmod(len(all_units), len(ordered))
+    for unit in all_units:
+        ranked = sorted(ordered, key=lambda m: (_rank(unit, m), m))
+        for m in ranked:
+            n = len(plan[m])
+            if n < floor or (n == floor and extra > 0):
+                if n == floor:
+                    extra -= 1
+                plan[m].append(unit)
+                break
     return plan
 
 

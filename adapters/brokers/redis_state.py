@@ -87,13 +87,14 @@ redis.call('SET', KEYS[2], ARGV[2])
 return 1
 """
 
-# KEYS: fence, ckpt, log. ARGV: token, checkpoint, seen-key prefix, window ms,
-# then id/subject/payload triples: an id seen within the window is not appended again.
+# KEYS: fence, ckpt, then the logs written. ARGV: token, checkpoint, seen-key prefix,
+# window ms, then id/log index/subject/payload quadruples: an id seen within the window is
+# not appended again.
 _ROUTE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 5, #ARGV, 3 do
+for i = 5, #ARGV, 4 do
   if redis.call('SET', ARGV[3] .. ARGV[i], '1', 'NX', 'PX', ARGV[4]) then
-    redis.call('XADD', KEYS[3], '*', 's', ARGV[i + 1], 'e', ARGV[i + 2])
+    redis.call('XADD', KEYS[tonumber(ARGV[i + 1])], '*', 's', ARGV[i + 2], 'e', ARGV[i + 3])
   end
 end
 redis.call('SET', KEYS[2], ARGV[2])
@@ -110,7 +111,7 @@ class RedisState:
 
     def __init__(self, broker: Any, group: str, parts: Any, dedupe_window: float = 600.0) -> None:
         self.broker = broker
-        self.parts = parts  # the partition log's broker
+        self.parts = parts  # PartitionLogs: where routed events go
         self.group = group
         self.prefix = f"rxstreams:{{{broker.stream}}}:g:{group}:"
         self.dedupe_ms = int(dedupe_window * 1000)
@@ -184,9 +185,15 @@ class RedisState:
             self._key("seen") + ":",
             self.dedupe_ms,
         ]
+        keys = [self._key("fence", lease.unit), self._key("ckpt", lease.unit)]
+        index: dict[str, int] = {}
         for subject, event in routed:
-            args += [event.id, subject, event.encode()]
-        if not await self._run("route", self._keys(lease.unit, self.parts.log_key), args):
+            log = self.parts.for_subject(subject).log_key
+            if log not in index:
+                keys.append(log)
+                index[log] = len(keys)  # Lua indexes from 1
+            args += [event.id, index[log], subject, event.encode()]
+        if not await self._run("route", keys, args):
             raise Fenced(f"{lease.unit}: claimed by another member")
 
     async def owners(self, units: Sequence[str]) -> dict[str, str]:
@@ -208,8 +215,9 @@ class RedisState:
 
     async def drop(self) -> None:
         keys = [k async for k in self.client.scan_iter(match=self.prefix + "*", count=1000)]
+        logs = f"rxstreams:{{{self.parts.base}_*"  # every partition's log and meta
+        keys += [k async for k in self.client.scan_iter(match=logs, count=1000)]
         for i in range(0, len(keys), 500):
             await self.client.delete(*keys[i : i + 500])
-        await self.parts.drop()
         await self.parts.close()
         await self.close()

@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import socket
 import time
 from collections import deque
@@ -50,9 +49,10 @@ from reactivex import Observable
 from reactivex.subject import Subject
 
 from operators.state import Stateful, collecting
-from streams import Event, GapError, Position, Retention
+from streams import Event, GapError, Position
 
 from .leases import Fenced, Lease, Routed, StateStore
+from .partition_logs import PartitionLogs
 from .partitions import (
     ROUTER,
     Checkpoint,
@@ -79,30 +79,16 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_SLICE = 32  # events fed to a pipeline between two chances for the event loop to run
 
 
 class PipelineFailed(Exception):
     """The user's pipeline ended with an error: the worker stops (its input is replayed)."""
 
 
-PARTS_RETENTION = Retention(
-    max_events=None, max_bytes=None, max_age=7 * 86400, max_per_subject=None
-)
-
-
-def partitions_broker(broker: Any, group: str) -> Any:
-    """The broker of ``group``'s partition log: a stream of its own beside ``broker``'s
-    (``<stream>_<group>_parts``), so the input stream's limits (NATS keeps 1,000 events per
-    subject by default) never evict partition events before their owner read them, and a
-    ``>`` input pattern never reads them back. Kept 7 days (NATS; not trimmed on Redis)."""
-    stream = re.sub(r"[^A-Za-z0-9_-]", "_", f"{broker.stream}_{group}_parts")
-    cls = type(broker)
-    return cls(broker.url, stream=stream, retention=PARTS_RETENTION)
-
-
-def state_store(broker: Any, group: str, parts: Any = None) -> StateStore:
+def state_store(broker: Any, group: str, parts: PartitionLogs | None = None) -> StateStore:
     """The store of ``group``'s leases and checkpoints in ``broker`` itself."""
-    parts = parts if parts is not None else partitions_broker(broker, group)
+    parts = parts if parts is not None else PartitionLogs(broker, group)
     if hasattr(broker, "log_key"):
         from .redis_state import RedisState
 
@@ -178,6 +164,7 @@ class Inbox:
         self._error: BaseException | None = None
         self._since = since
         self._subscription: Any = None
+        self._interrupted = False
         self._subscribe()
 
     def _subscribe(self) -> None:
@@ -211,9 +198,14 @@ class Inbox:
     def _ended(self) -> None:
         self._failed(ConnectionError(f"subscription to {self.pattern!r} ended"))
 
+    def interrupt(self) -> None:
+        """End any wait in :meth:`take` now, and every later one at once."""
+        self._interrupted = True
+        self._wake.set()
+
     async def take(self, most: int, timeout: float) -> list[Event]:
         """Up to ``most`` events, waiting at most ``timeout`` seconds for the first."""
-        if not self._queue and self._error is None:
+        if not self._queue and self._error is None and not self._interrupted:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
@@ -265,12 +257,19 @@ class _Runner:
         self.member = member
         self.lease = lease
         self.stopping = False
+        self.inbox: Inbox | None = None
         self.status = UnitStatus(lease.unit)
         body = self._route if lease.unit == ROUTER else self._partition
         self.task = asyncio.create_task(body(), name=f"rx-{lease.unit}")
 
-    async def stop(self) -> None:
+    def stop_soon(self) -> None:
+        """Ask for a clean stop: the batch in hand, a final checkpoint, then the end."""
         self.stopping = True
+        if self.inbox is not None:
+            self.inbox.interrupt()
+
+    async def stop(self) -> None:
+        self.stop_soon()
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await self.task
 
@@ -281,7 +280,11 @@ class _Runner:
             else await _start_of(broker)
         )
         # Without a checkpoint, starting at the oldest retained event is not a loss.
-        return Inbox(broker, pattern, since, skip_gap=checkpoint is None or not checkpoint.position)
+        fresh = checkpoint is None or not checkpoint.position
+        self.inbox = Inbox(broker, pattern, since, skip_gap=fresh)
+        if self.stopping:
+            self.inbox.interrupt()
+        return self.inbox
 
     async def _route(self) -> None:
         m, s = self.member, self.member.settings
@@ -320,7 +323,7 @@ class _Runner:
         core = PartitionPipeline(m.pipeline)
         core.restore(checkpoint.state)
         subject = partition_subject(s.group, int(unit[1:]))
-        inbox = await self._inbox(m.parts, subject, checkpoint)
+        inbox = await self._inbox(m.parts.of(int(unit[1:])), subject, checkpoint)
         position, count, pending_events = checkpoint.position, checkpoint.events, 0
         pending: list[Routed] = []
         last_commit = time.monotonic()
@@ -328,7 +331,9 @@ class _Runner:
             while True:
                 wait = max(0.01, s.checkpoint.seconds - (time.monotonic() - last_commit))
                 batch = [] if self.stopping else await _take(inbox, s.batch, wait)
-                for raw in batch:
+                for i, raw in enumerate(batch):
+                    if i and not i % _SLICE:
+                        await asyncio.sleep(0)  # heartbeats and other units run in between
                     event = from_partition(raw)
                     offset = Position.parse(raw.sequence or "").offset
                     for k, value in enumerate(core.feed(event)):
@@ -385,10 +390,11 @@ class Member:
         self.pipeline = pipeline
         self.settings = settings
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
-        self.parts = partitions_broker(broker, settings.group)
+        self.parts = PartitionLogs(broker, settings.group)
         self.store = store or state_store(broker, settings.group, self.parts)
         self.units = units(settings.partitions)
         self.runners: dict[str, _Runner] = {}
+        self.leaving: dict[str, _Runner] = {}  # stopping cleanly; leases held until done
 
     def status(self) -> dict[str, UnitStatus]:
         """The units this member runs now, with their position, events and state size."""
@@ -396,60 +402,87 @@ class Member:
 
     async def run(self, stop: asyncio.Event) -> None:
         beat = self.settings.lease / 3
-        await self.parts.connect()
         try:
             while not stop.is_set():
-                await self.tick()
+                try:
+                    await self.tick()
+                except (PipelineFailed, TypeError, ValueError):
+                    raise
+                except Exception as exc:  # the broker is slow or away: the leases tell
+                    log.warning("%s: heartbeat failed (%r); trying again", self.name, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), beat)
         finally:
             await self.shutdown()
 
     async def tick(self) -> None:
-        """One heartbeat: reap, stop what moved away, renew, start what is ours."""
+        """One heartbeat: renew, reap, hand over what moved away, start what is ours.
+
+        Nothing here waits for a unit to stop (a stopping unit checkpoints on its own and
+        its lease is released once it is done), so renewals are never late."""
         ttl = self.settings.lease
-        live = await self.store.heartbeat(self.name, ttl)
+        # Every await here waits for a turn of an event loop the pipelines keep busy: the
+        # round trips of one step go out together.
+        live, _ = await asyncio.gather(self.store.heartbeat(self.name, ttl), self._renew(ttl))
         mine = assign(self.units, live).get(self.name, [])
         self._reap()
-        leaving = [u for u in self.runners if u not in mine]
-        await self._stop(leaving)
-        for unit, runner in list(self.runners.items()):
-            if not await self.store.renew(runner.lease, ttl):
+        await self._release_finished()
+        for unit in [u for u in self.runners if u not in mine]:
+            runner = self.runners.pop(unit)
+            runner.stop_soon()
+            self.leaving[unit] = runner
+        wanted = [u for u in mine if u not in self.runners and u not in self.leaving]
+        leases = await asyncio.gather(*(self.store.acquire(u, self.name, ttl) for u in wanted))
+        for lease in leases:
+            if lease is not None:
+                self.runners[lease.unit] = _Runner(self, lease)
+
+    async def _renew(self, ttl: float) -> None:
+        held = [*self.runners.values(), *self.leaving.values()]
+        kept = await asyncio.gather(*(self.store.renew(r.lease, ttl) for r in held))
+        for runner, ok in zip(held, kept, strict=True):
+            if not ok:
+                unit = runner.lease.unit
                 log.warning("%s: lease on %s lost; stopping it", self.name, unit)
                 runner.task.cancel()
-                del self.runners[unit]
-        for unit in mine:
-            if unit not in self.runners:
-                lease = await self.store.acquire(unit, self.name, ttl)
-                if lease is not None:
-                    self.runners[unit] = _Runner(self, lease)
+                self.runners.pop(unit, None)
+                self.leaving.pop(unit, None)
 
     def _reap(self) -> None:
         for unit, runner in list(self.runners.items()):
-            if not runner.task.done():
-                continue
-            del self.runners[unit]
-            if runner.task.cancelled():
-                continue
-            exc = runner.task.exception()
-            if isinstance(exc, Fenced):
-                log.warning("%s: %s", self.name, exc)
-            elif isinstance(exc, PipelineFailed | TypeError | ValueError):
-                raise exc
-            elif exc is not None:
-                log.warning("%s: %s failed (%r); trying again", self.name, unit, exc)
+            if runner.task.done():
+                del self.runners[unit]
+                self._check(runner)
 
-    async def _stop(self, leaving: list[str]) -> None:
-        runners = [self.runners.pop(u) for u in leaving]
-        await asyncio.gather(*(r.stop() for r in runners))
-        for r in runners:
-            with contextlib.suppress(Exception):
-                await self.store.release(r.lease)
+    def _check(self, runner: _Runner) -> None:
+        """Log how a finished unit ended; raise when the pipeline itself failed."""
+        if runner.task.cancelled():
+            return
+        exc = runner.task.exception()
+        if isinstance(exc, Fenced):
+            log.warning("%s: %s", self.name, exc)
+        elif isinstance(exc, PipelineFailed | TypeError | ValueError):
+            raise exc
+        elif exc is not None:
+            log.warning("%s: %s failed (%r); trying again", self.name, runner.lease.unit, exc)
+
+    async def _release_finished(self) -> None:
+        done = [r for r in self.leaving.values() if r.task.done()]
+        for runner in done:
+            del self.leaving[runner.lease.unit]
+        released = (self.store.release(r.lease) for r in done)
+        await asyncio.gather(*released, return_exceptions=True)
+        for runner in done:
+            self._check(runner)
 
     async def shutdown(self) -> None:
         """Stop every unit cleanly (final checkpoints), release the leases, leave."""
         try:
-            await self._stop(list(self.runners))
+            self.leaving.update(self.runners)
+            self.runners.clear()
+            await asyncio.gather(*(r.stop() for r in self.leaving.values()))
+            with contextlib.suppress(Exception):
+                await self._release_finished()
             with contextlib.suppress(Exception):
                 await self.store.leave(self.name)
         finally:
