@@ -460,6 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--broker", required=True, help="nats://host:port or redis://host:port/db")
     w.add_argument("--group", default="workers", help="consumer group name")
     w.add_argument("--pattern", default=">", help="subject pattern to consume")
+    w.add_argument("--key", help="keyed group: partition key (data.<path>, subject[i], type)")
+    w.add_argument("--partitions", type=int, help="keyed group: number of partitions")
+    w.add_argument("--to", help="keyed group: subject of outputs that carry none")
+    w.add_argument("--checkpoint-every", type=int, default=1000, help="keyed group: events")
+    w.add_argument("--lease", type=float, default=5.0, help="keyed group: lease seconds")
     w.set_defaults(func=cmd_worker)
     return p
 
