@@ -161,6 +161,7 @@ def test_consecutive_messages_are_grouped_and_other_rooms_count_unread(
     dee.click("#rooms li[data-room=south]")
     dee.wait_for_selector("#room-title:has-text('#south')")
     assert dee.query_selector("#rooms li[data-room=south] .unread") is None
+    dee.wait_for_function("document.querySelectorAll('#messages li.msg').length === 2")  # history
     assert [t for _, t in messages(dee)] == ["anyone in the south?", "hello?"]
 
 
