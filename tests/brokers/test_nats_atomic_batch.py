@@ -215,8 +215,13 @@ async def test_an_older_server_reports_the_best_effort_fallback() -> None:
         assert broker.atomic_batch is False
         health = await broker.health()
         assert health["atomic_batch"] is False
-        positions = await broker.apublish_many("a.b", [{"n": i} for i in range(100)])
+        events = [Event.create({"n": i}, id=f"old-{i}") for i in range(100)]
+        positions = await broker.apublish_many("a.b", events)
         assert [p.offset for p in positions] == list(range(1, 101))
+        assert await broker.apublish("a.b", events[7]) == positions[7]  # a retry: deduplicated
+        again = await broker.apublish_many("a.b", [*events[50:], Event.create("new", id="n")])
+        assert again == [*positions[50:], streams.Position(broker.epoch, 101)]
+        assert await stored(broker.url, broker.stream) == 101
     finally:
         await dispose(broker)
 
