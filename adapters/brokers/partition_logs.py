@@ -9,7 +9,7 @@ pattern of ``>`` never reads them back.
   filters each partition's subscription by subject. Kept 7 days, no per-subject limit.
 - Redis: one stream per partition, ``<stream>_<group>_parts_<n>``: Redis streams cannot
   filter on the server, and one shared stream would make every partition read them all.
-  Not trimmed yet (see the report of issue 10): ``drop()`` removes them.
+  Each checkpoint trims its partition's stream up to the entry it covers.
 """
 
 from __future__ import annotations

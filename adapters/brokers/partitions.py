@@ -315,9 +315,10 @@ class Checkpoint:
     state: dict[str, Any] = field(default_factory=dict)
     outbox: list[bytes] = field(default_factory=list)
     events: int = 0  # inputs processed since the partition started (all owners)
+    size: int = field(default=0, compare=False)  # bytes, once encoded
 
     def encode(self) -> bytes:
-        return orjson.dumps(
+        raw = orjson.dumps(
             {
                 "v": 1,
                 "position": self.position,
@@ -326,6 +327,8 @@ class Checkpoint:
                 "events": self.events,
             }
         )
+        self.size = len(raw)
+        return raw
 
     @classmethod
     def decode(cls, raw: bytes | None) -> Checkpoint | None:

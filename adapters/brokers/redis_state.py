@@ -15,6 +15,8 @@ stream (``XADD`` with the broker's entry layout, ``s`` and ``e``) in the same sc
 stores the checkpoint covering their inputs, and only while the fence still holds. A replay
 never produces a committed output again, and a fenced member's outputs are never stored.
 Outputs written this way skip the broker's retention trimming (the next publish trims).
+Each partition has a stream of its own (:mod:`.partition_logs`); a commit trims it up to
+the checkpointed entry (``XTRIM MINID ~``), so it holds about what is not yet covered.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from streams import Position
+
 from .leases import Fenced, Lease, Routed
 from .partitions import Checkpoint
+from .positions import redis_id
 
 __all__ = ["RedisState"]
 
@@ -77,13 +82,16 @@ if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS
 return 1
 """
 
-# KEYS: fence, ckpt, log. ARGV: token, checkpoint, then subject/payload pairs.
+# KEYS: fence, ckpt, output log, partition log. ARGV: token, checkpoint, the checkpoint's
+# entry id in the partition log ('' = none), then subject/payload pairs. The partition
+# log's entries before the checkpointed one are trimmed: nobody reads them again.
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   redis.call('XADD', KEYS[3], '*', 's', ARGV[i], 'e', ARGV[i + 1])
 end
 redis.call('SET', KEYS[2], ARGV[2])
+if ARGV[3] ~= '' then redis.call('XTRIM', KEYS[4], 'MINID', '~', ARGV[3]) end
 return 1
 """
 
@@ -172,10 +180,15 @@ class RedisState:
         return [self._key("fence", unit), self._key("ckpt", unit), log]
 
     async def commit(self, lease: Lease, checkpoint: Checkpoint, outputs: Sequence[Routed]) -> None:
-        args: list[Any] = [lease.token, checkpoint.encode()]
+        done = ""
+        if checkpoint.position:
+            done = redis_id(Position.parse(checkpoint.position).offset)
+        args: list[Any] = [lease.token, checkpoint.encode(), done]
         for subject, event in outputs:
             args += [subject, event.encode()]
-        if not await self._run("commit", self._keys(lease.unit, self.broker.log_key), args):
+        keys = self._keys(lease.unit, self.broker.log_key)
+        keys.append(self.parts.of(int(lease.unit[1:])).log_key)
+        if not await self._run("commit", keys, args):
             raise Fenced(f"{lease.unit}: claimed by another member")
 
     async def route(self, lease: Lease, checkpoint: Checkpoint, routed: Sequence[Routed]) -> None:

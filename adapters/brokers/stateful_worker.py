@@ -80,6 +80,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _SLICE = 32  # events fed to a pipeline between two chances for the event loop to run
+_IDLE_COMMIT = 0.2  # seconds between checkpoints of a partition whose input ran dry
 
 
 class PipelineFailed(Exception):
@@ -343,11 +344,23 @@ class _Runner:
                 pending_events += len(batch)
                 count += len(batch)
                 elapsed = time.monotonic() - last_commit
-                if s.checkpoint.due(pending_events, elapsed) or (self.stopping and pending_events):
+                # Also when the input ran dry (caught up, or a quiet moment): outputs wait
+                # for the checkpoint that covers them, so waiting longer only adds latency.
+                drained = (
+                    s.checkpoint.every > 0
+                    and pending_events > 0
+                    and len(batch) < s.batch
+                    and elapsed >= _IDLE_COMMIT
+                )
+                if (
+                    s.checkpoint.due(pending_events, elapsed)
+                    or drained
+                    or (self.stopping and pending_events)
+                ):
                     state = core.snapshot()
                     snap = Checkpoint(position, state, [], count)
                     await store.commit(self.lease, snap, pending)
-                    self.status.state_bytes = len(snap.encode())
+                    self.status.state_bytes = snap.size
                     self.status.checkpoints += 1
                     pending, pending_events, last_commit = [], 0, time.monotonic()
                 self.status.position, self.status.events = position, count
