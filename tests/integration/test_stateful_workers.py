@@ -32,10 +32,11 @@ import pytest
 
 from adapters.brokers import NatsBroker, RedisBroker
 from adapters.brokers.partitions import units
-from adapters.brokers.stateful_worker import state_store
+from adapters.brokers.stateful_worker import run_keyed_worker, state_store
+from adapters.brokers.worker import run_worker
 from streams import Event, Position, Retention
 from tests.brokers.services import require
-from tests.integration.stateful_pipelines import canonical, make_inputs, oracle
+from tests.integration.stateful_pipelines import canonical, make_inputs, oracle, pipeline
 
 pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[2]
@@ -281,3 +282,39 @@ async def test_members_leaving_and_joining_keep_one_owner_per_unit(group: Group)
         await store.parts.close()  # type: ignore[attr-defined]
     assert router is not None and router.events == EVENTS
     assert sum(c.events for c in checkpoints if c is not None) == EVENTS
+
+
+async def test_events_without_a_key_are_dead_letters_and_the_partition_goes_on(
+    group: Group,
+) -> None:
+    records = make_inputs(600)
+    bad = [{"user": "u1", "msg": f"nokey{i}", "ts": 1.0} for i in range(5)]
+    bad.append({"room": {"not": "hashable"}, "msg": "dict", "ts": 1.0})
+    mixed = records[:300] + bad + records[300:]
+    await publish(group.broker, mixed)
+    dead: list[Event] = []
+    start = Position((await group.broker.last_position()).epoch, 0)
+    watch = group.broker.subscribe(f"rxdead.{GROUP}", since=start).subscribe(dead.append)
+    stop = asyncio.Event()
+    member = asyncio.create_task(
+        run_keyed_worker(
+            group.broker, pipeline, GROUP, "in.>", "data.room", PARTITIONS, "out.windows",
+            lease=LEASE, stop=stop,
+        )
+    )  # fmt: skip
+    try:
+        want = oracle(records)
+        await group.until(lambda: len(group.outputs) >= sum(want.values()), 30, "outputs")
+        await group.until(lambda: len(dead) >= len(bad), 10, "dead letters")
+    finally:
+        stop.set()
+        await asyncio.wait_for(member, 10)
+        watch.dispose()
+    assert group.contents() == want
+    assert sorted(d.data["event"]["data"]["msg"] for d in dead) == sorted(b["msg"] for b in bad)
+    assert all("KeyMissing" in d.data["error"] for d in dead)
+
+
+async def test_a_keyed_worker_needs_a_key_and_partitions() -> None:
+    with pytest.raises(ValueError, match="--key and --partitions"):
+        await run_worker("nats://127.0.0.1:4222", pipeline, partitions=4)
