@@ -4,7 +4,7 @@
 >>> app = create_app(MemoryBroker())
 >>> sorted({r.resource.canonical for r in app.router.routes()})  # doctest: +NORMALIZE_WHITESPACE
 ['/asyncapi.json', '/events/{pattern}', '/events/{subject}', '/healthz', '/metrics',
- '/poll/{pattern}', '/ws']
+ '/openapi.json', '/poll/{pattern}', '/ws']
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from .ingest import binary_attributes, binary_event, check_media_type, media_typ
 from .keys import TokenVerifier
 from .limits import TokenBucket
 from .middleware import json_errors
+from .openapi import openapi_document
 from .routes import connection_policy
 from .serving import EDGE, Edge
 from .wsproto import Auth, Publish, Subscribe, Unsubscribe, parse_message, parse_position
@@ -657,6 +658,13 @@ async def asyncapi(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(doc), content_type=JSON_CT)
 
 
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of this app's HTTP endpoints (this request's host and prefix)."""
+    prefix = request.path[: -len("/openapi.json")]
+    doc = openapi_document(request.host, prefix, request.app[CONFIG])
+    return web.Response(body=orjson.dumps(doc), content_type=JSON_CT)
+
+
 # -- the builder -------------------------------------------------------------------------
 def create_app(
     broker: Broker | None = None, *, config: ServerConfig | None = None
@@ -689,6 +697,7 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/asyncapi.json", asyncapi)
+    app.router.add_get("/openapi.json", openapi)
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)

@@ -4,26 +4,46 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["asyncapi_document"]
+from .errors import STATUS
 
-_POSITION = {"type": "string", "pattern": "^.+-[0-9]+$", "description": "<epoch>-<offset>"}
+__all__ = ["CLOUDEVENT_SCHEMA", "POSITION_SCHEMA", "asyncapi_document"]
 
+_POSITION = {"type": "string", "pattern": "^.+-[0-9]{1,19}$", "description": "<epoch>-<offset>"}
+POSITION_SCHEMA = _POSITION
+
+_B64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"  # noqa: E501
 _CLOUDEVENT: dict[str, Any] = {
     "type": "object",
-    "description": "A CloudEvents 1.0 event in JSON form; `sequence` is its position.",
+    "description": "A CloudEvents 1.0 event in JSON form; `sequence` is its position; "
+    "an optional attribute that is null is absent. "
+    "Binary data is `data_base64` instead of `data`; extension attributes are named with "
+    "at most 20 lowercase letters and digits, at least one a letter.",
     "required": ["specversion", "id", "source", "type"],
     "properties": {
         "specversion": {"type": "string", "const": "1.0"},
-        "id": {"type": "string"},
-        "source": {"type": "string"},
-        "type": {"type": "string"},
-        "subject": {"type": "string"},
-        "time": {"type": "string", "format": "date-time"},
-        "datacontenttype": {"type": "string"},
-        "sequence": _POSITION,
+        "id": {"type": "string", "minLength": 1},
+        "source": {"type": "string", "minLength": 1},
+        "type": {"type": "string", "minLength": 1},
+        "subject": {"type": ["string", "null"]},
+        "time": {"type": ["string", "null"], "format": "date-time", "pattern": _RFC3339},
+        "datacontenttype": {"type": ["string", "null"]},
+        "sequence": {
+            "type": ["string", "null"],
+            "description": "its position, <epoch>-<offset> (set by the broker, ignored on ingest)",
+        },
         "data": {},
+        "data_base64": {
+            "type": ["string", "null"],
+            "contentEncoding": "base64",
+            "pattern": _B64,
+        },
     },
+    "patternProperties": {"^(?=[a-z0-9]{1,20}$)[0-9]*[a-z][a-z0-9]*$": {}},
+    "additionalProperties": False,
+    "not": {"required": ["data", "data_base64"]},
 }
+CLOUDEVENT_SCHEMA = _CLOUDEVENT
 
 
 def _op(name: str, props: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -68,8 +88,21 @@ _SCHEMAS: dict[str, Any] = {
         },
         ["subject"],
     ),
+    "Auth": _op("auth", {"ref": _REF, "token": {"type": "string"}}, ["token"]),
     "Subscribed": _op("subscribed", {"id": {"type": "string"}}, ["id"]),
-    "Unsubscribed": _op("unsubscribed", {"id": {"type": "string"}}, ["id"]),
+    "Unsubscribed": _op(
+        "unsubscribed",
+        {
+            "id": {"type": "string"},
+            "reason": {"type": "string", "description": "forbidden: a new token's claims"},
+        },
+        ["id"],
+    ),
+    "Authed": _op(
+        "authed",
+        {"ref": _REF, "exp": {"type": ["number", "null"], "description": "the new expiry"}},
+        ["exp"],
+    ),
     "Ack": _op("ack", {"ref": _REF, "position": _POSITION}, ["position"]),
     "Gap": _op(
         "gap",
@@ -84,27 +117,7 @@ _SCHEMAS: dict[str, Any] = {
     "Error": _op(
         "error",
         {
-            "code": {
-                "type": "string",
-                "enum": [
-                    "bad_json",
-                    "bad_event",
-                    "bad_subject",
-                    "bad_position",
-                    "bad_request",
-                    "unauthorized",
-                    "forbidden",
-                    "gap",
-                    "too_large",
-                    "unsupported_media_type",
-                    "rate_limited",
-                    "too_many_subscriptions",
-                    "unknown_op",
-                    "not_subscribed",
-                    "overloaded",
-                    "unavailable",
-                ],
-            },
+            "code": {"type": "string", "enum": sorted(STATUS)},
             "message": {"type": "string"},
             "ref": _REF,
         },
@@ -130,6 +143,8 @@ _MESSAGES: dict[str, Any] = {
     "subscribe": _message("subscribe", "Subscribe", "Subscribe to a pattern"),
     "unsubscribe": _message("unsubscribe", "Unsubscribe", "End a subscription"),
     "publish": _message("publish", "Publish", "Publish one event"),
+    "auth": _message("auth", "Auth", "A fresh token for this connection"),
+    "authed": _message("authed", "Authed", "The fresh token is in use"),
     "subscribed": _message("subscribed", "Subscribed", "Subscription confirmed"),
     "unsubscribed": _message("unsubscribed", "Unsubscribed", "Unsubscription confirmed"),
     "ack": _message("ack", "Ack", "Publish acknowledged with its position"),
@@ -200,12 +215,12 @@ def asyncapi_document(
 
     operations = {
         "wsSend": op(
-            "receive", "ws", ["subscribe", "unsubscribe", "publish"], "Client to server ops"
+            "receive", "ws", ["subscribe", "unsubscribe", "publish", "auth"], "Client to server ops"
         ),
         "wsReceive": op(
             "send",
             "ws",
-            ["event", "eventBatch", "subscribed", "unsubscribed", "ack", "gap", "error"],
+            ["event", "eventBatch", "subscribed", "unsubscribed", "ack", "authed", "gap", "error"],
             "Server to client: events (coalesced) and control messages",
         ),
         "streamEvents": op("send", "events", ["event", "gap"], "SSE/NDJSON stream"),

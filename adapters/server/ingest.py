@@ -120,20 +120,31 @@ def check_media_type(kind: str) -> None:
         )
 
 
+def _plain_from_dict(value: Any, where: dict[str, Any]) -> Event:
+    try:
+        return Event.from_dict(value)
+    except EventError as exc:
+        raise ProtocolError("bad_event", f"{_at(where)}{exc}", field=exc.field, **where) from None
+
+
 def event_from_dict(value: Any, where: dict[str, Any]) -> Event:
     """A CloudEvent from its JSON form, ``data_base64`` (binary data) included, or
     ``bad_event`` naming the field."""
-    b64 = value.get("data_base64") if isinstance(value, dict) else None
-    try:
-        if b64 is None:
-            return Event.from_dict(value)
-        if not isinstance(b64, str) or not _is_base64(b64):
-            raise EventError("data_base64", "must be a base64 string")
-        if value.get("data") is not None:
-            raise EventError("data_base64", "an event has data or data_base64, not both")
-        event = Event.from_dict({k: v for k, v in value.items() if k != "data_base64"})
-    except EventError as exc:
-        raise ProtocolError("bad_event", f"{_at(where)}{exc}", field=exc.field, **where) from None
+    if not isinstance(value, dict) or "data_base64" not in value:
+        return _plain_from_dict(value, where)
+    b64 = value["data_base64"]
+    if b64 is None:  # a null attribute is an absent one
+        return _plain_from_dict({k: v for k, v in value.items() if k != "data_base64"}, where)
+    why = None
+    if not isinstance(b64, str) or not _is_base64(b64):
+        why = "must be a base64 string"
+    elif value.get("data") is not None:
+        why = "an event has data or data_base64, not both"
+    if why is not None:
+        raise ProtocolError(
+            "bad_event", f"{_at(where)}data_base64: {why}", field="data_base64", **where
+        )
+    event = _plain_from_dict({k: v for k, v in value.items() if k != "data_base64"}, where)
     return event.replace(extensions={**(event.extensions or {}), "data_base64": b64})
 
 

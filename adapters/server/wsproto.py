@@ -175,7 +175,8 @@ def parse_message(raw: bytes | str) -> Op:
     if not isinstance(msg, dict):
         raise ProtocolError("bad_json", "a message must be a JSON object with an 'op'")
     raw_ref = msg.get("ref", msg.get("id"))
-    ref = raw_ref if isinstance(raw_ref, str) else None
+    # echoed in errors only when it is a valid id (never an arbitrary client string)
+    ref = raw_ref if isinstance(raw_ref, str) and 0 < len(raw_ref) <= MAX_ID else None
     op = msg.get("op")
     if op == "subscribe":
         sid = _id(msg, "id", ref, required=True)
