@@ -175,7 +175,7 @@ class _Grid:
         first = math.floor((t - self.size) / self.step) + 1
         while bounds(first)[1] <= t:
             first += 1
-        while first > -(2**62) and bounds(first - 1)[1] > t:
+        while bounds(first - 1)[1] > t:
             first -= 1
         return range(first, last + 1)
 
