@@ -388,7 +388,8 @@ class LiveView:
         head = "".join(_td(n, "th") for n in names)
         trs = "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in reversed(body))
         summary = f"{self.count} events · {self.rate:.1f}/s · {self.status}"
-        hint = " · stop: view.stop() or re-run the cell" if self.status == "running" else ""
+        running = self.status == "running" and self.button is None  # no Stop button
+        hint = " · stop: view.stop() or re-run the cell" if running else ""
         chart = sparkline(list(self.rates)) if len(self.rates) >= 2 else ""
         html = (
             f'<div class="rxstreams-live" data-key="{escape(self.key)}" style="text-align:left">'
