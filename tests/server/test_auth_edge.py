@@ -248,3 +248,17 @@ async def test_the_auth_op_without_auth_configured_is_acknowledged(server: Serve
     async with aiohttp.ClientSession() as s, s.ws_connect(server.ws_url()) as ws:
         await ws.send_json({"op": "auth", "ref": "a", "token": "anything"})
         assert await next_op(ws, "authed") == {"op": "authed", "exp": None, "ref": "a"}
+
+
+def test_an_algorithm_pyjwt_cannot_verify_here_is_refused_at_startup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The original defect: PyJWT without its crypto extra started, then answered every
+    valid RS256 token with 401 'Algorithm not supported'. Simulated by hiding the
+    asymmetric algorithms as PyJWT does without ``cryptography``."""
+    pem = public_pem(private_key("RS256"))
+    hmac_only = {k: v for k, v in jwt.algorithms.get_default_algorithms().items() if k[:2] == "HS"}
+    monkeypatch.setattr(jwt.algorithms, "get_default_algorithms", lambda: hmac_only)
+    with pytest.raises(ValueError, match=r"install PyJWT\[crypto\]"):
+        AuthConfig(key=pem, algorithm="RS256")
+    AuthConfig(key=KEY)  # HMAC still fine
