@@ -30,6 +30,7 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler
 from reactivex.scheduler.virtualtimescheduler import VirtualTimeScheduler
 
 from .policy import OnError, check_policy, make_handler
+from .state import register
 
 __all__ = ["TICK", "Chain", "Lean", "PureSpec", "Spec", "Stage", "default_scheduler", "lean"]
 
@@ -317,6 +318,11 @@ class Lean(Observable[Any]):
             target = spec.build(target, chain)
             if isinstance(target, Stage):
                 chain.stages.append(target)
+        for stage in reversed(chain.stages):  # stateful stages, named in pipeline order
+            kind = getattr(stage, "stage_kind", None)
+            if kind is not None:
+                named: Any = stage
+                named.registered_as = register(named, named.stage_name, kind)
         if pure or (isinstance(target, Stage) and target.inline("t_") is not None):
             target = _Compiled(pure[::-1], target)
         if chain.stopped:  # a stage's own input (a join's other side) has already failed

@@ -6,7 +6,14 @@
 - ``within``: seconds after a batch opens (its first event), it is flushed even if no
   new event arrives. One timer per open batch, never one per event: after a count flush
   the pending timer is re-armed for the next batch instead of being re-created.
+- ``leading=True`` (with ``within``): batching costs nothing when there is nothing to
+  batch. The first event of a quiet period is emitted at once, alone, and opens a
+  ``within`` period; what arrives during it is gathered and flushed when it ends (or
+  earlier by ``count``/``bytes``), which opens the next period. A period ending with
+  nothing gathered makes the stream (or key) quiet again.
 - Completion flushes the partial batch; an error drops it (like ``buffer_with_count``).
+- Snapshot (``name=``, default ``"batch-<n>"`` / ``"batch_by_key-<n>"``): each partial
+  batch (its key, items, byte count) and the time left until its pending flush.
 
 Operators assume one loop or thread. Time comes from ``scheduler`` (default: the one given
 at subscribe time, else the running asyncio loop's).
@@ -20,7 +27,8 @@ from typing import Any, TypeVar
 
 from reactivex import Observable, abc
 
-from ._core import TICK, Chain, Spec, Stage, clock, default_scheduler, lean
+from ._core import TICK, Chain, Spec, clock, default_scheduler, lean
+from ._snapshot import SnapshotStage, decode, encode
 from .policy import OnError, check_policy, make_handler
 
 __all__ = ["batch", "batch_by_key", "encoded_size"]
@@ -78,6 +86,28 @@ class _Buffer:
         if self.timer is None:
             self.timer = o.scheduler.schedule_relative(o.within or 0.0, self._fire)
 
+    def lead(self) -> None:
+        """Leading edge: start a ``within`` period now."""
+        o = self.owner
+        self.opened = o.now()
+        self.timer = o.scheduler.schedule_relative(o.within or 0.0, self._period_end)
+
+    def _period_end(self, _: Any = None, __: Any = None) -> None:
+        self.timer = None
+        o = self.owner
+        if o.chain.stopped or not self.buf:
+            o.idle(self)
+            return
+        self.lead()
+        self.flush()
+
+    def arm(self, left: float) -> None:
+        """Restore: the pending flush is due in ``left`` seconds."""
+        o = self.owner
+        self.opened = o.now() + left - o.within  # type: ignore[operator]
+        fire = self._period_end if o.leading else self._fire
+        self.timer = o.scheduler.schedule_relative(max(left, 0.0), fire)
+
     def _fire(self, _: Any = None, __: Any = None) -> None:
         self.timer = None
         o = self.owner
@@ -105,9 +135,11 @@ class _Buffer:
             self.timer = None
 
 
-class _BatchStage(Stage):
+class _BatchStage(SnapshotStage):
     def __init__(self, down: Any, chain: Chain, spec: _BatchSpec) -> None:
         super().__init__(down, chain)
+        self.stage_name = spec.stage_name
+        self.leading = spec.leading
         self.count = spec.count or sys.maxsize
         self.max_bytes = spec.max_bytes
         self.within = spec.within
@@ -121,6 +153,10 @@ class _BatchStage(Stage):
 
     def add(self, b: _Buffer, x: Any) -> None:
         buf = b.buf
+        if self.leading and b.timer is None:  # quiet: this one goes at once, alone
+            b.lead()
+            b.emit([x])
+            return
         if self.max_bytes is not None:
             try:
                 n = self.size(x)
@@ -130,11 +166,38 @@ class _BatchStage(Stage):
             if buf and b.nbytes + n > self.max_bytes:
                 b.flush()
             b.nbytes += n
-        if not buf and self.within is not None:
+        if not buf and self.within is not None and not self.leading:
             b.open()
         buf.append(x)
         if len(buf) >= self.count or (self.max_bytes is not None and b.nbytes >= self.max_bytes):
             b.flush()
+
+    # -- snapshot ---------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {
+            "count": None if self.count == sys.maxsize else self.count,
+            "bytes": self.max_bytes,
+            "within": self.within,
+            "leading": self.leading,
+        }
+
+    def buffers_state(self, buffers: list[_Buffer]) -> list[dict[str, Any]]:
+        now, out = self.now(), []
+        for b in buffers:
+            left = None
+            if b.timer is not None and (b.buf or self.leading):
+                left = b.opened + self.within - now  # type: ignore[operator]
+            if b.buf or left is not None:
+                out.append({"key": encode(b.key), "items": encode(b.buf), "bytes": b.nbytes,
+                            "left": left})  # fmt: skip
+        return out
+
+    def load_buffer(self, b: _Buffer, state: dict[str, Any]) -> None:
+        b.cancel()
+        b.buf[:] = decode(state["items"])  # in place: a fused function holds this list
+        b.nbytes = state["bytes"]
+        if state["left"] is not None:
+            b.arm(state["left"])
 
 
 class _Single(_BatchStage):
@@ -145,8 +208,17 @@ class _Single(_BatchStage):
     def on_next(self, value: Any) -> None:
         self.add(self.b, value)
 
+    stage_kind = "batch"
+
+    def state(self) -> dict[str, Any]:
+        return {"batches": self.buffers_state([self.b])}
+
+    def load(self, state: dict[str, Any]) -> None:
+        for one in state["batches"]:
+            self.load_buffer(self.b, one)
+
     def inline(self, prefix: str) -> tuple[list[str], dict[str, Any]] | None:
-        if self.max_bytes is not None:
+        if self.max_bytes is not None or self.leading:
             return None
         b = self.b
         lines = []
@@ -173,6 +245,8 @@ class _Single(_BatchStage):
 
 
 class _Keyed(_BatchStage):
+    stage_kind = "batch_by_key"
+
     def __init__(self, down: Any, chain: Chain, spec: _BatchSpec) -> None:
         super().__init__(down, chain, spec)
         self.key = spec.key
@@ -186,20 +260,33 @@ class _Keyed(_BatchStage):
             return
         b = self.buffers.get(k)
         if b is None:
-            on_next = self.down.on_next
-
-            def emit(items: list[Any], k: Any = k) -> None:
-                on_next((k, items))
-
-            b = self.buffers[k] = _Buffer(self, emit)
-            b.key = k
+            b = self.buffer(k)
         self.add(b, value)
         if not b.buf and b.timer is None:
             del self.buffers[k]
 
+    def buffer(self, k: Any) -> _Buffer:
+        on_next = self.down.on_next
+
+        def emit(items: list[Any], k: Any = k) -> None:
+            on_next((k, items))
+
+        b = self.buffers[k] = _Buffer(self, emit)
+        b.key = k
+        return b
+
     def idle(self, b: _Buffer) -> None:
         if not b.buf and self.buffers.get(b.key) is b:
             del self.buffers[b.key]
+
+    def state(self) -> dict[str, Any]:
+        return {"batches": self.buffers_state(list(self.buffers.values()))}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.dispose()
+        self.buffers = {}
+        for one in state["batches"]:
+            self.load_buffer(self.buffer(decode(one["key"])), one)
 
     def on_completed(self) -> None:
         for b in list(self.buffers.values()):
@@ -223,13 +310,18 @@ class _BatchSpec(Spec):
         key: Callable[[Any], Any] | None,
         scheduler: abc.SchedulerBase | None,
         on_error: OnError,
+        leading: bool = False,
+        stage_name: str | None = None,
     ) -> None:
         _check(count, max_bytes, within)
+        if leading and within is None:
+            raise ValueError("leading=True needs within (the period that gathers followers)")
+        self.leading, self.stage_name = leading, stage_name
         self.count, self.max_bytes, self.within = count, max_bytes, within
         self.size, self.key, self.scheduler = size, key, scheduler
         self.on_error = check_policy(on_error)
 
-    def build(self, down: Any, chain: Chain) -> Stage:
+    def build(self, down: Any, chain: Chain) -> _BatchStage:
         if self.key is None:
             return _Single(down, chain, self)
         return _Keyed(down, chain, self)
@@ -240,14 +332,17 @@ def batch(
     bytes: int | None = None,
     within: float | None = None,
     *,
+    leading: bool = False,
     size: Callable[[T], int] = encoded_size,
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
+    name: str | None = None,
 ) -> Callable[[Observable[T]], Observable[list[T]]]:
     """Group events into lists, flushed by ``count``, ``bytes`` or ``within`` seconds.
 
     ``size`` measures an event for the byte cap (default :func:`encoded_size`); its
-    exceptions follow ``on_error``.
+    exceptions follow ``on_error``. ``leading=True`` emits the first event of a quiet
+    period at once and gathers only what follows within ``within`` (module docstring).
 
     >>> import reactivex
     >>> reactivex.of(1, 2, 3, 4, 5).pipe(batch(count=2)).subscribe(print)
@@ -263,7 +358,7 @@ def batch(
     [b'c']
     <...>
     """
-    return lean(_BatchSpec(count, bytes, within, size, None, scheduler, on_error))
+    return lean(_BatchSpec(count, bytes, within, size, None, scheduler, on_error, leading, name))
 
 
 def batch_by_key(
@@ -272,9 +367,11 @@ def batch_by_key(
     bytes: int | None = None,
     within: float | None = None,
     *,
+    leading: bool = False,
     size: Callable[[T], int] = encoded_size,
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
+    name: str | None = None,
 ) -> Callable[[Observable[T]], Observable[tuple[K, list[T]]]]:
     """One batch per key; emits ``(key, items)``. Same flush rules as :func:`batch`.
 
@@ -285,4 +382,4 @@ def batch_by_key(
     ('b', ['b1'])
     <...>
     """
-    return lean(_BatchSpec(count, bytes, within, size, key, scheduler, on_error))
+    return lean(_BatchSpec(count, bytes, within, size, key, scheduler, on_error, leading, name))

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from reactivex import Observable, abc
 
 from ._core import Chain, PureSpec, Spec, Stage, clock, default_scheduler, lean
+from ._snapshot import SnapshotStage, decode, encode
 from .policy import OnError, check_policy, make_handler
 
 __all__ = ["by_subject", "dedupe", "field_match"]
@@ -89,10 +90,13 @@ def field_match(
     return lean(PureSpec("filter", matches, "fail"))
 
 
-class _Dedupe(Stage):
+class _Dedupe(SnapshotStage):
+    stage_kind = "dedupe"
+
     def __init__(self, down: Any, chain: Chain, spec: _DedupeSpec) -> None:
         super().__init__(down, chain)
         self.spec = spec
+        self.stage_name = spec.stage_name
         self.seen: OrderedDict[Any, float] = OrderedDict()
         self.now = clock(default_scheduler(spec.scheduler, chain.scheduler))
         self.handler = make_handler(spec.on_error, self.fail)
@@ -123,6 +127,18 @@ class _Dedupe(Stage):
             seen.popitem(last=False)
         self.down.on_next(value)
 
+    # -- snapshot: the keys still remembered, oldest first, with their time left to live --
+    def config(self) -> dict[str, Any]:
+        return {"ttl": self.spec.ttl, "max_keys": self.spec.max_keys}
+
+    def state(self) -> dict[str, Any]:
+        now = self.now()
+        return {"seen": [[encode(k), t - now] for k, t in self.seen.items() if t > now]}
+
+    def load(self, state: dict[str, Any]) -> None:
+        now = self.now()
+        self.seen = OrderedDict((decode(k), now + left) for k, left in state["seen"])
+
 
 class _DedupeSpec(Spec):
     name = "dedupe"
@@ -135,6 +151,7 @@ class _DedupeSpec(Spec):
         scheduler: abc.SchedulerBase | None,
         on_error: OnError,
         on_drop: Callable[[Any], Any] | None = None,
+        stage_name: str | None = None,
     ) -> None:
         if not ttl > 0:
             raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
@@ -143,6 +160,7 @@ class _DedupeSpec(Spec):
         self.key, self.ttl, self.max_keys, self.scheduler = key, ttl, max_keys, scheduler
         self.on_error = check_policy(on_error)
         self.on_drop = on_drop
+        self.stage_name = stage_name
 
     def build(self, down: Any, chain: Chain) -> Stage:
         return _Dedupe(down, chain, self)
@@ -160,6 +178,7 @@ def dedupe(
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
     on_drop: Callable[[T], Any] | None = None,
+    name: str | None = None,
 ) -> Callable[[Observable[T]], Observable[T]]:
     """Drop an event whose key was seen in the last ``ttl`` seconds.
 
@@ -167,6 +186,9 @@ def dedupe(
     stays bounded. A repeat is suppressed within the TTL; after it, it passes again. The
     TTL counts from the first occurrence (a repeat does not extend it). No timers.
     ``on_drop(event)`` hears about each suppressed repeat (its errors follow ``on_error``).
+
+    Snapshot (``name``, default ``"dedupe-<n>"``): the keys remembered, oldest first, each
+    with its time left to live.
 
     >>> import reactivex
     >>> reactivex.of("a", "b", "a", "c", "b").pipe(dedupe()).subscribe(print)
@@ -176,4 +198,4 @@ def dedupe(
     c
     <...>
     """
-    return lean(_DedupeSpec(key, ttl, max_keys, scheduler, on_error, on_drop))
+    return lean(_DedupeSpec(key, ttl, max_keys, scheduler, on_error, on_drop, name))

@@ -35,7 +35,15 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["StageNameError", "Stateful", "collecting", "register"]
+__all__ = [
+    "StageNameError",
+    "StageSetError",
+    "Stateful",
+    "collecting",
+    "register",
+    "restore_all",
+    "snapshot_all",
+]
 
 
 @runtime_checkable
@@ -54,6 +62,10 @@ class Stateful(Protocol):
 
 class StageNameError(ValueError):
     """Two stages of one pipeline registered under the same name."""
+
+
+class StageSetError(ValueError):
+    """A snapshot restored into a pipeline whose stateful stages are not the same set."""
 
 
 _current: ContextVar[dict[str, Stateful] | None] = ContextVar("rx_stateful_stages", default=None)
@@ -85,3 +97,21 @@ def collecting() -> Iterator[dict[str, Stateful]]:
         yield stages
     finally:
         _current.reset(token)
+
+
+def snapshot_all(stages: dict[str, Stateful]) -> dict[str, Any]:
+    """Every stage's snapshot, by name."""
+    return {name: stage.snapshot() for name, stage in stages.items()}
+
+
+def restore_all(stages: dict[str, Stateful], state: dict[str, Any]) -> None:
+    """Restore every stage by name; :class:`StageSetError` unless the snapshot holds exactly
+    the stages of this pipeline (a stage added, removed or renamed since it was taken)."""
+    missing, extra = sorted(set(stages) - set(state)), sorted(set(state) - set(stages))
+    if missing or extra:
+        raise StageSetError(
+            f"the snapshot does not fit this pipeline: it has no state for {missing} "
+            f"and has state for {extra}, which this pipeline lacks"
+        )
+    for name, stage in stages.items():
+        stage.restore(state[name])
