@@ -6,14 +6,15 @@ Keys, for stream ``S`` and group ``G`` (the ``{S}`` hash tag keeps them in the s
 - ``rxstreams:{S}:g:G:lease:<unit>``: ``"<member>|<token>"``, set ``NX PX`` (expires alone);
 - ``rxstreams:{S}:g:G:fence:<unit>``: the fencing counter; acquiring a lease ``INCR``\\ s it,
   and every commit script compares it with the token the committer holds;
-- ``rxstreams:{S}:g:G:ckpt:<unit>``: the :class:`~.partitions.Checkpoint`;
-- ``rxstreams:{S}:g:G:seen:<event id>``: a router's republished ids, kept ``dedupe_window``
-  seconds (10 minutes by default).
+- ``rxstreams:{S}:g:G:ckpt:<unit>``: the :class:`~.partitions.Checkpoint`.
 
 Commits are single scripts, so they are atomic: a partition's outputs are appended to the
 stream (``XADD`` with the broker's entry layout, ``s`` and ``e``) in the same script that
-stores the checkpoint covering their inputs, and only while the fence still holds. A replay
-never produces a committed output again, and a fenced member's outputs are never stored.
+stores the checkpoint covering their inputs, and only while the fence still holds; the
+router's republished events likewise, with the router's position. A replay never produces
+a committed output (or partition event) again, and a fenced member's are never stored:
+exactly once, with no dedupe window. The scripts touch keys of several streams, so a Redis
+Cluster is not supported for keyed groups (one server, or a primary with replicas).
 Outputs written this way skip the broker's retention trimming (the next publish trims).
 Each partition has a stream of its own (:mod:`.partition_logs`); a commit trims it up to
 the checkpointed entry (``XTRIM MINID ~``), so it holds about what is not yet covered.
@@ -95,15 +96,12 @@ if ARGV[3] ~= '' then redis.call('XTRIM', KEYS[4], 'MINID', '~', ARGV[3]) end
 return 1
 """
 
-# KEYS: fence, ckpt, then the logs written. ARGV: token, checkpoint, seen-key prefix,
-# window ms, then id/log index/subject/payload quadruples: an id seen within the window is
-# not appended again.
+# KEYS: fence, ckpt, then the logs written. ARGV: token, checkpoint, then log index/subject/
+# payload triples. Atomic with the router's position: a replay never republishes anything.
 _ROUTE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 5, #ARGV, 4 do
-  if redis.call('SET', ARGV[3] .. ARGV[i], '1', 'NX', 'PX', ARGV[4]) then
-    redis.call('XADD', KEYS[tonumber(ARGV[i + 1])], '*', 's', ARGV[i + 2], 'e', ARGV[i + 3])
-  end
+for i = 3, #ARGV, 3 do
+  redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', 's', ARGV[i + 1], 'e', ARGV[i + 2])
 end
 redis.call('SET', KEYS[2], ARGV[2])
 return 1
@@ -117,12 +115,11 @@ def _text(value: Any) -> str:
 class RedisState:
     """:class:`~.leases.StateStore` in Redis keys beside ``broker``'s stream."""
 
-    def __init__(self, broker: Any, group: str, parts: Any, dedupe_window: float = 600.0) -> None:
+    def __init__(self, broker: Any, group: str, parts: Any) -> None:
         self.broker = broker
         self.parts = parts  # PartitionLogs: where routed events go
         self.group = group
         self.prefix = f"rxstreams:{{{broker.stream}}}:g:{group}:"
-        self.dedupe_ms = int(dedupe_window * 1000)
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
 
@@ -192,12 +189,7 @@ class RedisState:
             raise Fenced(f"{lease.unit}: claimed by another member")
 
     async def route(self, lease: Lease, checkpoint: Checkpoint, routed: Sequence[Routed]) -> None:
-        args: list[Any] = [
-            lease.token,
-            checkpoint.encode(),
-            self._key("seen") + ":",
-            self.dedupe_ms,
-        ]
+        args: list[Any] = [lease.token, checkpoint.encode()]
         keys = [self._key("fence", lease.unit), self._key("ckpt", lease.unit)]
         index: dict[str, int] = {}
         for subject, event in routed:
@@ -205,7 +197,7 @@ class RedisState:
             if log not in index:
                 keys.append(log)
                 index[log] = len(keys)  # Lua indexes from 1
-            args += [event.id, index[log], subject, event.encode()]
+            args += [index[log], subject, event.encode()]
         if not await self._run("route", keys, args):
             raise Fenced(f"{lease.unit}: claimed by another member")
 

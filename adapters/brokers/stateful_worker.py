@@ -11,25 +11,33 @@
    every heartbeat, and stops the unit at once when a renewal fails. A unit it should no
    longer own is stopped cleanly: final checkpoint, then the lease is released.
 3. **Router.** The owner of ``router`` reads ``P`` in log order from its checkpointed
-   position and republishes each event, unchanged (same id, original subject in the
-   ``rxsubject`` extension), to ``rxpart.<G>.<partition>`` where ``partition`` is the
-   stable hash of its key (the hash of :func:`operators.partition`). One router keeps each
-   partition in input order, which windows, ``dedupe`` and rate limits depend on. A
-   replayed republish is dropped by id (NATS duplicate window; Redis ``seen`` keys). An
+   position and republishes each event (content unchanged; id ``rxpart:<G>:<id>``, the
+   input's id and subject in the ``rxid``/``rxsubject`` extensions) to
+   ``rxpart.<G>.<partition>`` in the group's partition log (:mod:`.partition_logs`: a
+   stream of its own), ``partition`` being the stable hash of its key (the hash of
+   :func:`operators.partition`) modulo ``N``. One router keeps every partition in input
+   order, which windows, ``dedupe`` and rate limits depend on (competing consumers would
+   reorder a key's events). A replayed republish is dropped by id (NATS duplicate window,
+   2 minutes), or never happens (Redis: one fenced script with the router's position). An
    event without a usable key goes to ``rxdead.<G>`` (dead letter): the partition goes on.
 4. **Partitions.** The owner of ``p<i>`` claims it (fencing every earlier owner), restores
    the last checkpoint into a fresh pipeline (every :class:`~operators.state.Stateful`
-   stage, by name) and feeds it the partition subject from the checkpointed position on,
-   then live. The pipeline is built and subscribed once: operators see one continuous
-   stream. Every ``checkpoint_every`` events or ``checkpoint_seconds`` seconds it commits
-   the stages' snapshots, the last input position and the outputs of those inputs, under
-   ids ``<group>:<unit>:<input offset>:<output index>``, through the fenced path
-   (:class:`~.leases.StateStore`): a member fenced out commits nothing and publishes
-   nothing.
+   stage, by name) and feeds it its partition from the checkpointed position on, then
+   live. The pipeline is built and subscribed once: operators see one continuous stream.
+   Every ``checkpoint_every`` events or ``checkpoint_seconds`` seconds (and within 0.2 s
+   when its input runs dry) it commits the stages' snapshots, the last input position and
+   the outputs of those inputs, under ids ``<G>:<unit>:<partition offset>:<output index>``,
+   through the fenced path (:class:`~.leases.StateStore`): a member fenced out commits
+   nothing and publishes nothing.
 
 Outputs are published only with the checkpoint that covers their inputs, so they lag input
-by up to one checkpoint interval. An output emitted outside an input (a timer) takes the
-id of the last input. Producers never know about partitions.
+by up to one checkpoint interval (Redis: in the same script as the checkpoint, exactly
+once; NATS: after the checkpoint, from its outbox, deduplicated by id within the stream's
+duplicate window). An output emitted outside an input (a timer) takes the id of the last
+input, so only outputs caused by inputs replay identically. Producers never know about
+partitions. A checkpoint whose input position is gone (the stream was recreated, or
+retention evicted unread events) stops the worker with :class:`PipelineFailed` rather than
+skip silently; a unit without checkpoint starts at the oldest retained event.
 """
 
 from __future__ import annotations
