@@ -21,6 +21,7 @@ at subscribe time, else the running asyncio loop's).
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
@@ -35,6 +36,7 @@ __all__ = ["batch", "batch_by_key", "encoded_size"]
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
+_armed = itertools.count()  # timers due at the same instant fire in the order they were armed
 
 
 def encoded_size(item: Any) -> int:
@@ -69,7 +71,7 @@ def _check(count: int | None, max_bytes: int | None, within: float | None) -> No
 class _Buffer:
     """One open batch with its byte count and (at most one) timer."""
 
-    __slots__ = ("buf", "emit", "key", "nbytes", "opened", "owner", "timer")
+    __slots__ = ("armed", "buf", "emit", "key", "nbytes", "opened", "owner", "timer")
 
     def __init__(self, owner: _BatchStage, emit: Callable[[list[Any]], None]) -> None:
         self.owner = owner
@@ -78,18 +80,21 @@ class _Buffer:
         self.buf: list[Any] = []
         self.nbytes = 0
         self.opened = 0.0
+        self.armed = 0
         self.timer: abc.DisposableBase | None = None
 
     def open(self) -> None:
         o = self.owner
         self.opened = o.now()
         if self.timer is None:
+            self.armed = next(_armed)
             self.timer = o.scheduler.schedule_relative(o.within or 0.0, self._fire)
 
     def lead(self) -> None:
         """Leading edge: start a ``within`` period now."""
         o = self.owner
         self.opened = o.now()
+        self.armed = next(_armed)
         self.timer = o.scheduler.schedule_relative(o.within or 0.0, self._period_end)
 
     def _period_end(self, _: Any = None, __: Any = None) -> None:
@@ -106,6 +111,7 @@ class _Buffer:
         o = self.owner
         self.opened = o.now() + left - o.within  # type: ignore[operator]
         fire = self._period_end if o.leading else self._fire
+        self.armed = next(_armed)
         self.timer = o.scheduler.schedule_relative(max(left, 0.0), fire)
 
     def _fire(self, _: Any = None, __: Any = None) -> None:
@@ -116,6 +122,7 @@ class _Buffer:
             return
         left = o.within - (o.now() - self.opened)  # type: ignore[operator]
         if left > TICK:  # a smaller remainder would be scheduled at "now" (see TICK)
+            self.armed = next(_armed)
             self.timer = o.scheduler.schedule_relative(left, self._fire)
         else:
             self.flush()
@@ -183,7 +190,7 @@ class _BatchStage(SnapshotStage):
 
     def buffers_state(self, buffers: list[_Buffer]) -> list[dict[str, Any]]:
         now, out = self.now(), []
-        for b in buffers:
+        for b in sorted(buffers, key=lambda b: (b.timer is None, b.opened, b.armed)):
             left = None
             if b.timer is not None and (b.buf or self.leading):
                 left = b.opened + self.within - now  # type: ignore[operator]

@@ -7,6 +7,9 @@ pass. ``mode="drop"`` discards an event when the bucket is empty (counted in
 ``max_queue``, beyond which :class:`RateLimitError` follows ``on_error``) and releases it
 when a token is available, using one timer for the head of the queue. Completion waits
 for the queue to drain. Operators assume one loop or thread.
+
+Snapshot (``name=``, default ``"rate_limit-<n>"``): the tokens in the bucket at snapshot time
+and, in delay mode, the queued events; the release timer is re-armed from them on restore.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, Literal, TypeVar
 from reactivex import Observable, abc
 
 from ._core import TICK, Chain, Spec, Stage, clock, default_scheduler, lean
+from ._snapshot import SnapshotStage, decode, encode
 from .policy import OnError, check_policy, make_handler
 
 __all__ = ["RateLimitError", "rate_limit"]
@@ -29,10 +33,13 @@ class RateLimitError(Exception):
     """The delay queue of :func:`rate_limit` is full."""
 
 
-class _Bucket(Stage):
+class _Bucket(SnapshotStage):
+    stage_kind = "rate_limit"
+
     def __init__(self, down: Any, chain: Chain, spec: _RateSpec) -> None:
         super().__init__(down, chain)
         self.spec = spec
+        self.stage_name = spec.stage_name
         self.scheduler = default_scheduler(spec.scheduler, chain.scheduler)
         self.now = clock(self.scheduler)
         self.tokens = float(spec.burst)
@@ -90,6 +97,22 @@ class _Bucket(Stage):
         else:
             super().on_completed()
 
+    def config(self) -> dict[str, Any]:
+        spec = self.spec
+        return {"rate": spec.rate, "burst": spec.burst, "mode": spec.mode}
+
+    def state(self) -> dict[str, Any]:
+        tokens = min(
+            float(self.spec.burst), self.tokens + (self.now() - self.stamp) * self.spec.rate
+        )
+        return {"tokens": tokens, "queue": encode(list(self.queue))}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.dispose()
+        self.tokens, self.stamp = float(state["tokens"]), self.now()
+        self.queue.extend(decode(state["queue"]))
+        self.arm()
+
     def dispose(self) -> None:
         self.queue.clear()
         if self.timer is not None:
@@ -109,7 +132,9 @@ class _RateSpec(Spec):
         on_drop: Callable[[Any], Any] | None,
         scheduler: abc.SchedulerBase | None,
         on_error: OnError,
+        stage_name: str | None = None,
     ) -> None:
+        self.stage_name = stage_name
         if not rate > 0:
             raise ValueError(f"rate must be > 0 events/second, got {rate}")
         if burst < 1:
@@ -133,6 +158,7 @@ def rate_limit(
     on_drop: Callable[[T], Any] | None = None,
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
+    name: str | None = None,
 ) -> Callable[[Observable[T]], Observable[T]]:
     """Let at most ``rate`` events per second through, with bursts up to ``burst``.
 
@@ -146,4 +172,4 @@ def rate_limit(
     >>> got
     [1, 2]
     """
-    return lean(_RateSpec(rate, burst, mode, max_queue, on_drop, scheduler, on_error))
+    return lean(_RateSpec(rate, burst, mode, max_queue, on_drop, scheduler, on_error, name))

@@ -4,6 +4,10 @@ One timer at most per operator instance (``throttle(latest=False)`` needs none),
 rather than re-created per event; disposal and termination cancel it. Time comes from
 ``scheduler`` (default: the subscribe-time one, else the running asyncio loop's).
 Operators assume one loop or thread.
+
+Snapshot (``name=``, default ``"throttle-<n>"``, ``"debounce-<n>"``, ``"sample-<n>"``): the
+pending value and the time left on the timer (for ``throttle(latest=False)``, the time left
+in the current window); restore re-arms the timer for that remainder.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any, TypeVar
 from reactivex import Observable, abc
 
 from ._core import TICK, Chain, Spec, Stage, clock, default_scheduler, lean
+from ._snapshot import SnapshotStage, decode, encode
 
 __all__ = ["debounce", "sample", "throttle"]
 
@@ -27,21 +32,42 @@ def _positive(name: str, seconds: float) -> float:
     return seconds
 
 
-class _Timed(Stage):
+class _Timed(SnapshotStage):
     def __init__(self, down: Any, chain: Chain, spec: _TimedSpec) -> None:
         super().__init__(down, chain)
+        self.stage_name = spec.stage_name
         self.seconds = spec.seconds
         self.scheduler = default_scheduler(spec.scheduler, chain.scheduler)
         self.now = clock(self.scheduler)
         self.timer: abc.DisposableBase | None = None
         self.pending: Any = _NONE
+        self.due = 0.0  # when the timer fires, on the scheduler's clock
 
     def arm(self, seconds: float, action: Callable[[], None]) -> None:
         def fire() -> None:
             self.timer = None
             action()
 
+        self.due = self.now() + seconds
         self.timer = self.after(self.scheduler, seconds, fire)
+
+    # -- snapshot: the pending value and the time left on the timer --------------------
+    def config(self) -> dict[str, Any]:
+        return {"seconds": self.seconds}
+
+    def state(self) -> dict[str, Any]:
+        left = self.due - self.now() if self.timer is not None else None
+        pending = None if self.pending is _NONE else [encode(self.pending)]
+        return {"pending": pending, "left": left}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.dispose()
+        self.pending = _NONE if state["pending"] is None else decode(state["pending"][0])
+        if state["left"] is not None:
+            self.rearm(state["left"])
+
+    def rearm(self, left: float) -> None:  # pragma: no cover - overridden where timed
+        return None
 
     def dispose(self) -> None:
         if self.timer is not None:
@@ -59,6 +85,7 @@ class _Timed(Stage):
 
 
 class _ThrottleFirst(_Timed):
+    stage_kind = "throttle"
     until = float("-inf")
 
     def on_next(self, value: Any) -> None:
@@ -67,8 +94,27 @@ class _ThrottleFirst(_Timed):
             self.until = now + self.seconds
             self.down.on_next(value)
 
+    def config(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "latest": False}
+
+    def state(self) -> dict[str, Any]:
+        left = self.until - self.now()
+        return {"pending": None, "left": left if left > 0 else None}
+
+    def load(self, state: dict[str, Any]) -> None:
+        left = state["left"]
+        self.until = float("-inf") if left is None else self.now() + left
+
 
 class _ThrottleLatest(_Timed):
+    stage_kind = "throttle"
+
+    def config(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "latest": True}
+
+    def rearm(self, left: float) -> None:
+        self.arm(left, self.window_end)
+
     def on_next(self, value: Any) -> None:
         if self.timer is None:
             self.down.on_next(value)
@@ -83,7 +129,16 @@ class _ThrottleLatest(_Timed):
 
 
 class _Debounce(_Timed):
+    stage_kind = "debounce"
     deadline = 0.0
+
+    def state(self) -> dict[str, Any]:
+        pending = None if self.pending is _NONE else [encode(self.pending)]
+        return {"pending": pending, "left": self.deadline - self.now() if pending else None}
+
+    def rearm(self, left: float) -> None:
+        self.deadline = self.now() + left
+        self.arm(left, self.check)
 
     def on_next(self, value: Any) -> None:
         self.pending = value
@@ -100,6 +155,11 @@ class _Debounce(_Timed):
 
 
 class _Sample(_Timed):
+    stage_kind = "sample"
+
+    def rearm(self, left: float) -> None:
+        self.arm(left, self.tick)
+
     def __init__(self, down: Any, chain: Chain, spec: _TimedSpec) -> None:
         super().__init__(down, chain, spec)
         self.arm(self.seconds, self.tick)
@@ -114,9 +174,13 @@ class _Sample(_Timed):
 
 class _TimedSpec(Spec):
     def __init__(
-        self, kind: type[_Timed], seconds: float, scheduler: abc.SchedulerBase | None
+        self,
+        kind: type[_Timed],
+        seconds: float,
+        scheduler: abc.SchedulerBase | None,
+        stage_name: str | None = None,
     ) -> None:
-        self.kind = kind
+        self.kind, self.stage_name = kind, stage_name
         self.seconds = _positive("seconds", seconds)
         self.scheduler = scheduler
 
@@ -125,7 +189,11 @@ class _TimedSpec(Spec):
 
 
 def throttle(
-    seconds: float, latest: bool = False, *, scheduler: abc.SchedulerBase | None = None
+    seconds: float,
+    latest: bool = False,
+    *,
+    scheduler: abc.SchedulerBase | None = None,
+    name: str | None = None,
 ) -> Callable[[Observable[T]], Observable[T]]:
     """At most one event per ``seconds``.
 
@@ -138,11 +206,11 @@ def throttle(
     1
     <...>
     """
-    return lean(_TimedSpec(_ThrottleLatest if latest else _ThrottleFirst, seconds, scheduler))
+    return lean(_TimedSpec(_ThrottleLatest if latest else _ThrottleFirst, seconds, scheduler, name))
 
 
 def debounce(
-    seconds: float, *, scheduler: abc.SchedulerBase | None = None
+    seconds: float, *, scheduler: abc.SchedulerBase | None = None, name: str | None = None
 ) -> Callable[[Observable[T]], Observable[T]]:
     """Emit an event once ``seconds`` pass without a newer one; completion emits the last.
 
@@ -151,11 +219,11 @@ def debounce(
     3
     <...>
     """
-    return lean(_TimedSpec(_Debounce, seconds, scheduler))
+    return lean(_TimedSpec(_Debounce, seconds, scheduler, name))
 
 
 def sample(
-    seconds: float, *, scheduler: abc.SchedulerBase | None = None
+    seconds: float, *, scheduler: abc.SchedulerBase | None = None, name: str | None = None
 ) -> Callable[[Observable[T]], Observable[T]]:
     """Every ``seconds``, emit the latest event if a new one arrived; completion emits it too.
 
@@ -164,4 +232,4 @@ def sample(
     3
     <...>
     """
-    return lean(_TimedSpec(_Sample, seconds, scheduler))
+    return lean(_TimedSpec(_Sample, seconds, scheduler, name))

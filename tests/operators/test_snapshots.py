@@ -26,6 +26,11 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from operators import (
     batch,
     batch_by_key,
+    debounce,
+    dedupe,
+    rate_limit,
+    sample,
+    throttle,
 )
 from operators.state import collecting, restore_all, snapshot_all
 from streams import Event
@@ -226,3 +231,32 @@ def test_leading_batch_by_key_marbles() -> None:
 def test_leading_needs_within() -> None:
     with pytest.raises(ValueError, match="leading=True needs within"):
         batch(count=3, leading=True)
+
+
+# -- dedupe, rate_limit, throttle, debounce, sample ---------------------------------------
+
+
+@given(stream(), cuts, durations, st.integers(1, 4))
+def test_dedupe_resumes(events: Any, cut: float, ttl: float, max_keys: int) -> None:
+    check(lambda o, s: o.pipe(dedupe(ttl=ttl * 3, max_keys=max_keys, scheduler=s)), events, cut)
+
+
+@given(stream(), cuts, st.sampled_from([0.37, 1.37]), st.integers(1, 3), st.booleans())
+def test_rate_limit_resumes(events: Any, cut: float, rate: float, burst: int, delay: bool) -> None:
+    mode = "delay" if delay else "drop"
+    check(lambda o, s: o.pipe(rate_limit(rate, burst, mode, scheduler=s)), events, cut)
+
+
+@given(stream(), cuts, durations, st.booleans())
+def test_throttle_resumes(events: Any, cut: float, seconds: float, latest: bool) -> None:
+    check(lambda o, s: o.pipe(throttle(seconds, latest, scheduler=s)), events, cut)
+
+
+@given(stream(), cuts, durations)
+def test_debounce_resumes(events: Any, cut: float, seconds: float) -> None:
+    check(lambda o, s: o.pipe(debounce(seconds, scheduler=s)), events, cut)
+
+
+@given(stream(), cuts, durations)
+def test_sample_resumes(events: Any, cut: float, seconds: float) -> None:
+    check(lambda o, s: o.pipe(sample(seconds, scheduler=s)), events, cut)
