@@ -173,16 +173,22 @@ class Inbox:
         self._error: BaseException | None = None
         self._since = since
         self._subscription: Any = None
+        self._paused = False  # unsubscribed (queue full, or a gap to skip): events ignored
         self._interrupted = False
         self._subscribe()
 
     def _subscribe(self) -> None:
+        self._paused = False
         source = self.broker.subscribe(self.pattern, since=self._since)
-        self._subscription = source.subscribe(self._next, self._failed, self._ended)
+        subscription = source.subscribe(self._next, self._failed, self._ended)
+        if self._paused:  # a broker replaying within subscribe() filled the queue already
+            subscription.dispose()
+        else:
+            self._subscription = subscription
 
     def _next(self, event: Event) -> None:
-        if self._subscription is None:
-            return  # paused: this one is read again after _since
+        if self._paused:
+            return  # read again after _since when the queue has room
         self._queue.append(event)
         self._wake.set()
         if len(self._queue) >= self.high:
@@ -190,6 +196,7 @@ class Inbox:
             self._pause()
 
     def _pause(self) -> None:
+        self._paused = True
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             subscription.dispose()
@@ -198,7 +205,7 @@ class Inbox:
         if self.skip_gap and isinstance(error, GapError) and error.resume_from is not None:
             self.skip_gap = False
             self._since = error.resume_from
-            self._subscription = None  # subscribed again on the next take
+            self._pause()  # subscribed again on the next take
             self._wake.set()
             return
         self._error = error
@@ -221,12 +228,13 @@ class Inbox:
         if not self._queue and self._error is not None:
             raise self._error
         batch = [self._queue.popleft() for _ in range(min(most, len(self._queue)))]
-        if self._subscription is None and self._error is None and len(self._queue) < self.high // 4:
+        if self._paused and self._error is None and len(self._queue) < self.high // 4:
             self._subscribe()
         return batch
 
     def close(self) -> None:
         self._pause()
+        self._error = self._error or ConnectionError("inbox closed")
 
 
 @dataclass(slots=True)
