@@ -37,3 +37,34 @@ async def test_edge_runner_makes_edge_connections() -> None:
     finally:
         await runner.cleanup()
     await asyncio.sleep(0)
+
+
+async def test_openapi_document_is_served_with_prefix_limits_and_security() -> None:
+    import aiohttp
+
+    from adapters.server import AuthConfig, ServerConfig
+    from streams import MemoryBroker
+
+    root = web.Application()
+    cfg = ServerConfig(auth=AuthConfig(key="k" * 32), poll_max_timeout=7)
+    root.add_subapp("/live", create_app(MemoryBroker(), config=cfg))
+    runner = EdgeRunner(root, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://{host}:{port}/live/openapi.json") as r:
+                doc = await r.json()
+            async with s.get(f"http://{host}:{port}/live/nowhere") as r:
+                assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
+    finally:
+        await runner.cleanup()
+    assert doc["openapi"] == "3.1.0"
+    assert doc["servers"][0]["url"] == f"http://{host}:{port}/live"
+    poll = doc["paths"]["/poll/{pattern}"]["get"]
+    timeout = next(p for p in poll["parameters"] if p["name"] == "timeout")
+    assert timeout["schema"]["maximum"] == 7
+    assert poll["security"] and "bearer" in doc["components"]["securitySchemes"]
+    assert set(doc["paths"]["/events/{pattern}"]) == {"get", "post"}
