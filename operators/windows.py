@@ -25,6 +25,13 @@ Each closed window is emitted as :class:`Window` ``(key, start, end, value)`` wh
 :func:`sum_of`, :func:`mean_of`, :func:`min_of`, :func:`max_of`, :func:`top_k`.
 Completion emits every open window (in end order); an error drops them.
 Operators assume one loop or thread.
+
+Snapshot (``name=``, default ``"tumbling-<n>"``, ``"sliding-<n>"``, ``"session-<n>"``): the
+open windows in the order they will close (key, window index or session bounds, items),
+with sessions per key in their merge order; the watermark; with ``idle``, the processing
+time since the last event. Event times are kept as they are; on processing time (no
+``timestamp``) every time is kept relative to the snapshot, and open windows are restored
+onto this process's clock grid at the same distance from their end (rounded to a window).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from reactivex import Observable, abc
 
 from ._core import TICK, Chain, Spec, Stage, clock, default_scheduler, lean
+from ._snapshot import SnapshotStage, decode, encode, finite, rel, unrel
 from .policy import OnError, check_policy, make_handler
 
 __all__ = [
@@ -203,10 +211,11 @@ class _Session:
     merged: bool = False
 
 
-class _Windows(Stage):
+class _Windows(SnapshotStage):
     def __init__(self, down: Any, chain: Chain, spec: _WindowSpec) -> None:
         super().__init__(down, chain)
         self.spec = spec
+        self.stage_kind, self.stage_name = spec.kind, spec.stage_name
         self.grid = _Grid(spec.size, spec.step)
         self.scheduler = default_scheduler(spec.scheduler, chain.scheduler)
         self.now = clock(self.scheduler)
@@ -376,6 +385,82 @@ class _Windows(Stage):
             self.timer.dispose()
             self.timer = None
 
+    # -- snapshot -------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        spec = self.spec
+        return {"size": spec.size, "step": spec.step, "lateness": spec.lateness,
+                "idle": spec.idle, "event_time": spec.timestamp is not None}  # fmt: skip
+
+    def closing_order(self) -> list[_Pane | _Session]:
+        """The open windows in the order the heap will emit them."""
+        seen: set[int] = set()
+        out: list[_Pane | _Session] = []
+        for end, _, w in sorted(self.heap, key=lambda e: (e[0], e[1])):
+            stale = end != w.end or not w.items or (isinstance(w, _Session) and w.merged)
+            if not stale and id(w) not in seen:
+                seen.add(id(w))
+                out.append(w)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        now, event_time = self.now(), self.spec.timestamp is not None
+        shift = 0.0 if event_time else now
+
+        def at(t: float) -> float:
+            return t - shift
+
+        rank = {id(w): i for i, w in enumerate(self.closing_order())}
+        panes = [
+            [rank[id(w)], encode(w.key), w.index if event_time else at(w.end), encode(w.items)]
+            for w in self.panes.values()
+        ]
+        sessions = [
+            [
+                encode(k),
+                [[rank[id(w)], at(w.start), at(w.last), at(w.end), encode(w.items)] for w in mine],
+            ]
+            for k, mine in self.sessions.items()
+        ]
+        idle = None
+        if self.spec.idle is not None and self.timer is not None:
+            idle = now - self.last_event
+        mark = finite(self.watermark) if event_time else rel(self.watermark, now)
+        return {"watermark": mark, "panes": panes, "sessions": sessions, "idle_for": idle}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.dispose()
+        now, event_time = self.now(), self.spec.timestamp is not None
+        shift = 0.0 if event_time else now
+
+        def at(t: float) -> float:
+            return t + shift
+
+        self.panes, self.sessions, self.heap = {}, {}, []
+        ranked: list[tuple[int, _Pane | _Session]] = []
+        for r, key, where, items in state["panes"]:
+            k = decode(key)
+            i = where if event_time else round((now + where - self.spec.size) / self.spec.step)
+            start, end = self.grid.bounds(i)
+            pane = self.panes[(k, i)] = _Pane(k, i, start, end, decode(items))
+            ranked.append((r, pane))
+        for key, mine in state["sessions"]:
+            k = decode(key)
+            got = self.sessions[k] = []
+            for r, start, last, end, items in mine:
+                w = _Session(k, at(start), at(last), at(end), decode(items))
+                got.append(w)
+                ranked.append((r, w))
+        for _, window in sorted(ranked, key=lambda e: e[0]):
+            heapq.heappush(self.heap, (window.end, next(self.seq), window))
+        mark = state["watermark"]
+        self.watermark = (-math.inf if mark is None else mark) if event_time else unrel(mark, now)
+        idle, idle_for = self.spec.idle, state["idle_for"]
+        if idle is not None and idle_for is not None:
+            self.last_event = now - idle_for
+            self.arm(max(idle - idle_for, 0.0), self.idle_check)
+        elif not event_time and self.heap:
+            self.arm(self.heap[0][0] - now, self.tick)
+
 
 class _WindowSpec(Spec):
     def __init__(
@@ -391,7 +476,9 @@ class _WindowSpec(Spec):
         late: Any,
         scheduler: abc.SchedulerBase | None,
         on_error: OnError,
+        stage_name: str | None = None,
     ) -> None:
+        self.stage_name = stage_name
         if not size > 0 or not step > 0:
             raise ValueError(f"window size and step must be > 0, got {size}, {step}")
         if lateness < 0:
@@ -409,7 +496,7 @@ class _WindowSpec(Spec):
 
 def _window(kind: str, size: float, step: float, **kw: Any) -> Callable[[Observable[Any]], Any]:
     agg = kw.pop("agg") or list
-    return lean(_WindowSpec(kind, size, step, agg=agg, **kw))
+    return lean(_WindowSpec(kind, size, step, agg=agg, stage_name=kw.pop("name"), **kw))
 
 
 def tumbling(
@@ -423,6 +510,7 @@ def tumbling(
     late: abc.ObserverBase[T] | Callable[[T], Any] | None = None,
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
+    name: str | None = None,
 ) -> Callable[[Observable[T]], Observable[Window | Late[T]]]:
     """Fixed, non-overlapping windows ``[n*size, (n+1)*size)``.
 
@@ -437,7 +525,7 @@ def tumbling(
     """
     return _window(
         "tumbling", size, size, key=key, timestamp=timestamp, lateness=lateness, idle=idle,
-        agg=agg, late=late, scheduler=scheduler, on_error=on_error,
+        agg=agg, late=late, scheduler=scheduler, on_error=on_error, name=name,
     )  # fmt: skip
 
 
@@ -453,6 +541,7 @@ def sliding(
     late: abc.ObserverBase[T] | Callable[[T], Any] | None = None,
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
+    name: str | None = None,
 ) -> Callable[[Observable[T]], Observable[Window | Late[T]]]:
     """Overlapping windows ``[k*step, k*step + size)`` (an event is in each of its windows).
 
@@ -477,7 +566,7 @@ def sliding(
         )
     return _window(
         "sliding", size, step, key=key, timestamp=timestamp, lateness=lateness, idle=idle,
-        agg=agg, late=late, scheduler=scheduler, on_error=on_error,
+        agg=agg, late=late, scheduler=scheduler, on_error=on_error, name=name,
     )  # fmt: skip
 
 
@@ -492,6 +581,7 @@ def session(
     late: abc.ObserverBase[T] | Callable[[T], Any] | None = None,
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
+    name: str | None = None,
 ) -> Callable[[Observable[T]], Observable[Window | Late[T]]]:
     """Activity sessions: events closer than ``gap`` share a window ending ``gap`` after
     the last one. An event whose session would end at or before an emitted window's end
@@ -506,5 +596,5 @@ def session(
     """
     return _window(
         "session", gap, gap, key=key, timestamp=timestamp, lateness=lateness, idle=idle,
-        agg=agg, late=late, scheduler=scheduler, on_error=on_error,
+        agg=agg, late=late, scheduler=scheduler, on_error=on_error, name=name,
     )  # fmt: skip

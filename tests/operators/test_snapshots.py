@@ -30,7 +30,10 @@ from operators import (
     dedupe,
     rate_limit,
     sample,
+    session,
+    sliding,
     throttle,
+    tumbling,
 )
 from operators.state import collecting, restore_all, snapshot_all
 from streams import Event
@@ -47,8 +50,12 @@ def _feed(
         s.schedule_absolute(t + off, lambda *_, v=v: subject.on_next(v))
 
 
-def _recorder(out: list[Any], s: TestScheduler, off: float) -> Callable[[Any], None]:
-    return lambda v: out.append((round(float(s.clock) - off, 6), v))
+def _recorder(
+    out: list[Any], s: TestScheduler, off: float, shift: Callable[[Any, float], Any] | None = None
+) -> Callable[[Any], None]:
+    if shift is None:
+        return lambda v: out.append((round(float(s.clock) - off, 6), v))
+    return lambda v: out.append((round(float(s.clock) - off, 6), shift(v, off)))
 
 
 def whole(build: Build, events: list[tuple[float, Any]], end: float) -> list[Any]:
@@ -62,7 +69,11 @@ def whole(build: Build, events: list[tuple[float, Any]], end: float) -> list[Any
 
 
 def resumed(
-    build: Build, events: list[tuple[float, Any]], cut: float, end: float
+    build: Build,
+    events: list[tuple[float, Any]],
+    cut: float,
+    end: float,
+    shift: Callable[[Any, float], Any] | None = None,
 ) -> tuple[list[Any], dict[str, Any]]:
     """The prefix before ``cut``, a snapshot through JSON, the suffix in a fresh pipeline
     on a clock ``OFF`` seconds ahead."""
@@ -76,7 +87,7 @@ def resumed(
     s2, subject2 = TestScheduler(), Subject[Any]()
     s2.advance_to(cut + OFF)
     with collecting() as stages2:
-        build(subject2, s2).subscribe(_recorder(out, s2, OFF), scheduler=s2)
+        build(subject2, s2).subscribe(_recorder(out, s2, OFF, shift), scheduler=s2)
     restore_all(stages2, snap)
     _feed(s2, subject2, [e for e in events if e[0] >= cut], OFF)
     s2.advance_to(end + OFF)
@@ -84,8 +95,15 @@ def resumed(
     return out, snap
 
 
-def check(build: Build, events: list[tuple[float, Any]], cut: float, end: float = 80.0) -> None:
-    got, _ = resumed(build, events, cut, end)
+def check(
+    build: Build,
+    events: list[tuple[float, Any]],
+    cut: float,
+    end: float = 80.0,
+    shift: Callable[[Any, float], Any] | None = None,
+) -> None:
+    """``shift(value, OFF)`` maps a value emitted on the second clock back to the first's."""
+    got, _ = resumed(build, events, cut, end, shift)
     assert got == whole(build, events, end)
 
 
@@ -260,3 +278,47 @@ def test_debounce_resumes(events: Any, cut: float, seconds: float) -> None:
 @given(stream(), cuts, durations)
 def test_sample_resumes(events: Any, cut: float, seconds: float) -> None:
     check(lambda o, s: o.pipe(sample(seconds, scheduler=s)), events, cut)
+
+
+# -- windows ------------------------------------------------------------------------------
+
+stamped = st.tuples(st.integers(0, 40), st.sampled_from(["a", "b", ("c", 1)])).map(
+    lambda p: {"t": p[0], "k": p[1]}
+)
+shapes = st.sampled_from(
+    [("tumbling", 5.0, 5.0), ("tumbling", 2.2, 2.2), ("sliding", 6.0, 2.0), ("sliding", 0.7, 0.15),
+     ("session", 3.0, 3.0), ("session", 1.5, 1.5)]
+)  # fmt: skip
+
+
+def window_op(shape: tuple[str, float, float], **kw: Any) -> Any:
+    kind, size, step = shape
+    if kind == "tumbling":
+        return tumbling(size, **kw)
+    if kind == "sliding":
+        return sliding(size, step, **kw)
+    return session(size, **kw)
+
+
+@given(stream(stamped), cuts, shapes, st.sampled_from([0.0, 2.0]), st.booleans(), st.booleans())
+def test_event_time_windows_resume(
+    events: Any, cut: float, shape: Any, lateness: float, keyed: bool, idle: bool
+) -> None:
+    def build(o: Any, s: TestScheduler) -> Any:
+        return o.pipe(
+            window_op(shape, timestamp=lambda e: e["t"], lateness=lateness, scheduler=s,
+                      key=(lambda e: e["k"]) if keyed else None, idle=3.37 if idle else None)
+        )  # fmt: skip
+
+    check(build, events, cut)
+
+
+@given(stream(st.sampled_from(["a", "b", "c"])), cuts, st.sampled_from([1.0, 2.5, 5.0]))
+def test_processing_time_windows_resume_on_another_clock(
+    events: Any, cut: float, size: float
+) -> None:
+    """Sizes divide ``OFF``, so the other clock's grid lines up with this one's."""
+    events = [(t + 0.25, v) for t, v in events]
+    for shape in [("tumbling", size, size), ("sliding", size * 2, size), ("session", size, size)]:
+        check(lambda o, s, shape=shape: o.pipe(window_op(shape, key=str, scheduler=s)), events, cut,
+              shift=lambda w, off: w._replace(start=w.start - off, end=w.end - off))  # fmt: skip
