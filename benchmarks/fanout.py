@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import resource
@@ -51,7 +52,7 @@ def raise_nofile() -> None:
 
 
 # -- servers -----------------------------------------------------------------------------
-def run_server(mode: str, transport: str, write_delay: float, loop: str) -> None:
+def run_server(mode: str, transport: str, write_delay: float | None, loop: str) -> None:
     from aiohttp import web
 
     from adapters.server.loop import run
@@ -71,9 +72,9 @@ def run_server(mode: str, transport: str, write_delay: float, loop: str) -> None
         from streams import MemoryBroker, Retention
 
         broker = MemoryBroker(Retention(max_events=10_000, max_bytes=None))
-        cfg = ServerConfig(
-            max_connections=100_000, ws_ping=None, write_delay=write_delay, heartbeat=60
-        )
+        cfg = ServerConfig(max_connections=100_000, ws_ping=None, heartbeat=60)
+        if write_delay is not None:
+            cfg = dataclasses.replace(cfg, write_delay=write_delay)
         app = create_app(broker, config=cfg)
 
         def publish(i: int) -> None:
@@ -269,6 +270,7 @@ class WsConn(asyncio.Protocol):
         self.subscribe = subscribe
         self.buf = bytearray()
         self.open = False
+        self.events = 0
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: Any) -> None:
@@ -330,6 +332,7 @@ class WsConn(asyncio.Protocol):
         if pos:
             del buf[:pos]
         if k:
+            self.events += k
             self.stats.got(k, payloads)
 
 
@@ -341,6 +344,7 @@ class SseConn(asyncio.Protocol):
         self.path = path
         self.ready_on = ready_on
         self.buf = b""
+        self.events = 0
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: Any) -> None:
@@ -364,6 +368,7 @@ class SseConn(asyncio.Protocol):
             line[6:].rstrip(b"\r") for line in buf[:cut].split(b"\n") if line.startswith(b"data: ")
         ]
         if payloads:
+            self.events += len(payloads)
             self.stats.got(len(payloads), payloads)
 
 
@@ -381,12 +386,14 @@ def run_clients(port: int, count: int, mode: str, transport: str) -> None:
                 return SseConn(stats, "/events/bench.%3E", b"retry:")
             return SseConn(stats, "/sse", b"\r\n\r\n")
 
+        conns: list[WsConn | SseConn] = []
         for i in range(0, count, 100):
             batch = []
             for _ in range(min(100, count - i)):
                 _, proto = await loop.create_connection(conn, "127.0.0.1", port)
                 batch.append(proto)
             await asyncio.gather(*(c.ready for c in batch))
+            conns.extend(batch)
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         print("READY", flush=True)
@@ -396,7 +403,18 @@ def run_clients(port: int, count: int, mode: str, transport: str) -> None:
                 stats.received = 0
                 stats.expect = int(line[1])
                 stats.done = loop.create_future()
-                await stats.done
+                print("ARMED", flush=True)  # counting from zero before the events start
+                while True:
+                    try:
+                        await asyncio.wait_for(asyncio.shield(stats.done), 60)
+                        break
+                    except TimeoutError:  # say where a lost delivery left us
+                        counts = sorted(c.events for c in conns)
+                        print(
+                            f"{mode} {transport} waiting: {stats.received}/{stats.expect},"
+                            f" per connection {counts[:3]}..{counts[-3:]}",
+                            file=sys.stderr,
+                        )
                 print("DONE", flush=True)
             elif cmd == "measure":
                 stats.latencies.clear()
@@ -456,7 +474,7 @@ class Side:
                 "--role=server",
                 f"--mode={mode}",
                 f"--transport={args.transport}",
-                f"--write-delay={args.write_delay}",
+                *([] if args.write_delay is None else [f"--write-delay={args.write_delay}"]),
                 f"--loop={args.loop}",
             ]
         )
@@ -487,7 +505,7 @@ class Side:
     def burst(self, events: int, per: int) -> float:
         """Server CPU microseconds per delivery."""
         assert self.clients is not None
-        self.clients.write(f"expect {events * self.n}")
+        assert self.clients.send(f"expect {events * self.n}") == "ARMED"
         cpu0 = self.cpu()
         self.call(f"/bench/burst?n={events}&per={per}")
         assert self.clients.line() == "DONE"
@@ -497,7 +515,7 @@ class Side:
         assert self.clients is not None
         n = max(1, int(events_per_s * seconds))
         assert self.clients.send("measure") == "OK"
-        self.clients.write(f"expect {n * self.n}")
+        assert self.clients.send(f"expect {n * self.n}") == "ARMED"
         cpu0 = self.cpu()
         self.call(f"/bench/paced?events_per_s={events_per_s}&n={n}")
         self.call("/bench/wait")
@@ -510,6 +528,14 @@ class Side:
         if self.clients is not None:
             self.clients.stop()
         self.server.stop()
+
+
+def write_delay_ms(delay: float | None) -> float:
+    if delay is None:
+        from adapters.server import ServerConfig
+
+        delay = ServerConfig().write_delay
+    return delay * 1000
 
 
 def run_case(args: argparse.Namespace) -> dict[str, Any]:
@@ -549,7 +575,7 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
         "peer": peer,
         "clients": args.clients,
         "loop": args.loop,
-        "write_delay_ms": args.write_delay * 1000,
+        "write_delay_ms": write_delay_ms(args.write_delay),
     }
     if args.case == "burst":
         line |= {"burst": args.burst, "events": args.events}
@@ -573,20 +599,21 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
     return line
 
 
-# Every case, the realistic ones first: (case, transport, burst, write delay, loop).
-ALL_CASES = [
-    ("paced", "ws", 1, 0.0, "asyncio"),
-    ("paced", "sse", 1, 0.0, "asyncio"),
+# Every case, the realistic ones first: (case, transport, burst, write delay, loop); a
+# write delay of None is the server's default (ServerConfig.write_delay).
+ALL_CASES: list[tuple[str, str, int, float | None, str]] = [
+    ("paced", "ws", 1, None, "asyncio"),
+    ("paced", "sse", 1, None, "asyncio"),
+    ("burst", "ws", 1, None, "asyncio"),
+    ("burst", "sse", 1, None, "asyncio"),
     ("burst", "ws", 1, 0.0, "asyncio"),
     ("burst", "sse", 1, 0.0, "asyncio"),
-    ("paced", "ws", 1, 0.0, "uvloop"),
+    ("paced", "ws", 1, None, "uvloop"),
+    ("burst", "ws", 1, None, "uvloop"),
     ("burst", "ws", 1, 0.0, "uvloop"),
     ("burst", "sse", 1, 0.0, "uvloop"),
-    ("paced", "ws", 1, 0.005, "asyncio"),
-    ("burst", "ws", 1, 0.005, "asyncio"),
-    ("burst", "sse", 1, 0.005, "asyncio"),
-    ("burst", "ws", 100, 0.0, "asyncio"),
-    ("burst", "sse", 100, 0.0, "asyncio"),
+    ("burst", "ws", 100, None, "asyncio"),
+    ("burst", "sse", 100, None, "asyncio"),
 ]
 
 
@@ -601,7 +628,7 @@ def main() -> None:
     ap.add_argument("--events-per-s", type=float, default=20.0, help="paced: events/s")
     ap.add_argument("--seconds", type=float, default=5.0, help="paced: seconds per rep")
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--write-delay", type=float, default=0.0, help="rxstreams, seconds")
+    ap.add_argument("--write-delay", type=float, help="rxstreams, seconds (default: the server's)")
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     ap.add_argument("--role", default="orchestrator", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="rxstreams", help=argparse.SUPPRESS)

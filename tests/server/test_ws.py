@@ -236,7 +236,7 @@ async def test_disconnect_mid_stream_and_resume_nothing_missing_nothing_duplicat
             got_here = 0
             while got_here < 40 and len(seen) < total:
                 buf += await r.content.readany()
-                while b"\n\n" in buf:
+                while b"\n\n" in buf and got_here < 40:  # the rest is lost with the drop
                     block, buf = buf.split(b"\n\n", 1)
                     lines = dict(
                         line.split(": ", 1) for line in block.decode().split("\n") if ": " in line
