@@ -12,6 +12,7 @@ Operators assume one loop or thread.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from ._core import TICK, Chain, Spec, Stage, clock, default_scheduler, lean
+from ._snapshot import SnapshotStage, decode, encode
 from .policy import OnError, check_policy, make_handler
 
 __all__ = [
@@ -350,6 +352,8 @@ class _GroupState:
     branch: _Branch
     last_seen: float
     timer: abc.DisposableBase | None = None
+    due: float = 0.0  # when the timer fires; groups due together expire in arming order
+    armed: int = 0
 
 
 class _Detached:
@@ -368,10 +372,14 @@ class _Detached:
         self.chain.stop()
 
 
-class _Groups(Stage):
+class _Groups(SnapshotStage):
+    stage_kind = "group_by_key"
+
     def __init__(self, down: Any, chain: Chain, spec: _GroupSpec) -> None:
         super().__init__(down, chain)
         self.spec = spec
+        self.stage_name = spec.stage_name
+        self.armed = itertools.count()
         self.scheduler = default_scheduler(spec.scheduler, chain.scheduler)
         self.now = clock(self.scheduler)
         self.handler = make_handler(spec.on_error, self.fail)
@@ -390,7 +398,7 @@ class _Groups(Stage):
                 return  # nobody can hear of a new group any more (as in RxJava)
             g = self.groups[k] = _GroupState(_Branch(k, self.unsubscribed), self.now())
             if self.spec.expire_after is not None:
-                g.timer = self.after(self.scheduler, self.spec.expire_after, lambda: self.check(k))
+                self.arm(k, g, self.spec.expire_after)
             self.down.on_next(Group(k, g.branch))
         else:
             g.last_seen = self.now()
@@ -402,11 +410,50 @@ class _Groups(Stage):
             return
         left = g.last_seen + self.spec.expire_after - self.now()  # type: ignore[operator]
         if left > TICK:
-            g.timer = self.after(self.scheduler, left, lambda: self.check(k))
+            self.arm(k, g, left)
         else:
             del self.groups[k]
             g.branch.end(None)
             self.unsubscribed()
+
+    def arm(self, k: Any, g: _GroupState, seconds: float) -> None:
+        g.due, g.armed = self.now() + seconds, next(self.armed)
+        g.timer = self.after(self.scheduler, seconds, lambda: self.check(k))
+
+    # -- snapshot: the open groups (keys, idle time, expiry timer), not their subscribers --
+    def config(self) -> dict[str, Any]:
+        return {"expire_after": self.spec.expire_after}
+
+    def state(self) -> dict[str, Any]:
+        now, groups = self.now(), self.groups
+        order = sorted(groups, key=lambda k: (groups[k].due, groups[k].armed))
+        rank = {id(groups[k]): i for i, k in enumerate(order)}
+        return {
+            "groups": [
+                [
+                    encode(k),
+                    now - g.last_seen,
+                    None if g.timer is None else [rank[id(g)], g.due - now],
+                ]
+                for k, g in groups.items()
+            ]
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Reopen the groups and announce each again (a new :class:`Group` downstream), so
+        downstream subscribes to them as it did before the snapshot; their expiry clocks go
+        on where they stopped."""
+        self.end_all(None)
+        now, timers = self.now(), []
+        for key, idle_for, timer in state["groups"]:
+            k = decode(key)
+            g = self.groups[k] = _GroupState(_Branch(k, self.unsubscribed), now - idle_for)
+            if timer is not None:
+                timers.append((timer[0], timer[1], k, g))
+        for _, left, k, g in sorted(timers, key=lambda t: t[0]):
+            self.arm(k, g, max(left, 0.0))
+        for k, g in list(self.groups.items()):
+            self.down.on_next(Group(k, g.branch))
 
     def end_all(self, error: Exception | None) -> None:
         groups, self.groups = self.groups, {}
@@ -450,7 +497,9 @@ class _GroupSpec(Spec):
         expire_after: float | None,
         scheduler: abc.SchedulerBase | None,
         on_error: OnError,
+        stage_name: str | None = None,
     ) -> None:
+        self.stage_name = stage_name
         if expire_after is not None and not expire_after > 0:
             raise ValueError(f"expire_after must be > 0 seconds, got {expire_after}")
         self.key, self.expire_after, self.scheduler = key, expire_after, scheduler
@@ -466,6 +515,7 @@ def group_by_key(
     *,
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
+    name: str | None = None,
 ) -> Callable[[Observable[T]], Observable[Group[K, T]]]:
     """Emit a :class:`Group` per new key; a group completes after ``expire_after`` seconds
     without events (one timer per open group), and a later event for that key starts a new
@@ -476,6 +526,13 @@ def group_by_key(
     and end with the source; events of new keys are dropped, and upstream is unsubscribed
     once the last group subscriber has gone. A group without subscribers holds nothing.
 
+    Snapshot (``name=``, default ``"group_by_key-<n>"``): the open groups (key, time since
+    its last event, time left on its expiry timer). The groups' own pipelines are user code
+    subscribed after the pipeline is, so their state is *not* in the snapshot: restore
+    reopens each group and emits its :class:`Group` again, in the original order, so
+    downstream subscribes to it afresh; keep per-key state in keyed operators
+    (``batch_by_key``, windows with ``key=``) to have it restored.
+
     >>> import reactivex
     >>> def show(g):
     ...     _ = g.events.subscribe(lambda x: print(g.key, x))
@@ -484,4 +541,4 @@ def group_by_key(
     b b1
     a a2
     """
-    return lean(_GroupSpec(key, expire_after, scheduler, on_error))
+    return lean(_GroupSpec(key, expire_after, scheduler, on_error, name))

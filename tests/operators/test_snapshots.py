@@ -20,6 +20,7 @@ import pytest
 import reactivex
 from hypothesis import given
 from hypothesis import strategies as st
+from reactivex import operators as ops
 from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest, TestScheduler
 
@@ -28,6 +29,7 @@ from operators import (
     batch_by_key,
     debounce,
     dedupe,
+    group_by_key,
     rate_limit,
     sample,
     session,
@@ -322,3 +324,21 @@ def test_processing_time_windows_resume_on_another_clock(
     for shape in [("tumbling", size, size), ("sliding", size * 2, size), ("session", size, size)]:
         check(lambda o, s, shape=shape: o.pipe(window_op(shape, key=str, scheduler=s)), events, cut,
               shift=lambda w, off: w._replace(start=w.start - off, end=w.end - off))  # fmt: skip
+
+
+# -- group_by_key -------------------------------------------------------------------------
+
+
+def flatten_groups(group: Any) -> Any:
+    """A group's events as ``(key, event)``, then ``(key, "end")`` when it completes."""
+    k = group.key
+    return group.events.pipe(ops.map(lambda v: (k, v)), ops.concat(reactivex.of((k, "end"))))
+
+
+@given(stream(), cuts, st.none() | durations)
+def test_group_by_key_resumes(events: Any, cut: float, expire: Any) -> None:
+    def build(o: Any, s: TestScheduler) -> Any:
+        grouped = o.pipe(group_by_key(lambda v: v % 3, expire_after=expire, scheduler=s))
+        return grouped.pipe(ops.flat_map(flatten_groups))
+
+    check(build, events, cut)
