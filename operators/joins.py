@@ -23,6 +23,13 @@ closed; late events go to ``late`` (or the main output as :class:`Late`). The ou
 completes when both inputs have (the table's completion does not end a lookup: the table
 keeps its last state). User functions follow the error policy ``on_error``.
 Operators assume one loop or thread.
+
+Snapshots (``name=``, default ``"join_window-<n>"``, ``"interval_join-<n>"``): a window join
+holds what its window holds (module :mod:`operators.windows`; items are ``[side, event]``)
+plus each side's largest timestamp; an interval join holds every buffered event (side, key,
+time) in arrival order, the watermark and each side's largest timestamp. On processing time
+the times are relative to the snapshot. ``lookup``/``enrich`` hold no snapshot: their table
+is rebuilt from the table stream (a changelog), resubscribed with the pipeline.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from typing import Any, Literal, TypeVar
 from reactivex import Observable, abc
 
 from ._core import Chain, Spec, Stage, clock, default_scheduler, lean
+from ._snapshot import SnapshotStage, decode, encode, finite
 from .policy import OnError, check_policy, make_handler
 from .windows import Late, Window, _Windows, _WindowSpec
 
@@ -107,11 +115,33 @@ class _TwoSided:
 # -- join_window ---------------------------------------------------------------------------
 
 
+def _times_out(ts: list[float], shift: float) -> list[float | None]:
+    return [finite(t - shift) for t in ts]
+
+
+def _times_in(ts: list[float | None], shift: float) -> list[float]:
+    return [-math.inf if t is None else t + shift for t in ts]
+
+
 class _JoinWindows(_TwoSided, _Windows):
     def __init__(self, down: Any, chain: Chain, spec: _JoinWindowSpec) -> None:
         _Windows.__init__(self, down, chain, spec)
+        self.stage_kind = "join_window"
         self.sides = spec.sides
         self.start_right(spec.other)
+
+    def config(self) -> dict[str, Any]:
+        return {**_Windows.config(self), "window": self.spec.kind}
+
+    def shift(self) -> float:
+        return 0.0 if self.spec.timestamp is not None else self.now()
+
+    def state(self) -> dict[str, Any]:
+        return {**_Windows.state(self), "highest": _times_out(self.highest, self.shift())}
+
+    def load(self, state: dict[str, Any]) -> None:
+        _Windows.load(self, state)
+        self.highest = _times_in(state["highest"], self.shift())
 
     def on_next(self, value: Any) -> None:
         self.receive(LEFT, value)
@@ -161,6 +191,7 @@ class _JoinWindowSpec(_WindowSpec):
         late: Any,
         scheduler: abc.SchedulerBase | None,
         on_error: OnError,
+        stage_name: str | None = None,
     ) -> None:
         shape = getattr(window, "spec", None)
         if not isinstance(shape, _WindowSpec) or isinstance(shape, _JoinWindowSpec):
@@ -169,7 +200,7 @@ class _JoinWindowSpec(_WindowSpec):
             raise ValueError("give key, timestamp and lateness to join_window, not to its window")
         super().__init__(
             shape.kind, shape.size, shape.step, key, timestamp, lateness, None, _pairs, late,
-            scheduler, on_error,
+            scheduler, on_error, stage_name,
         )  # fmt: skip
         self.other = other
         other_timestamp = other_timestamp or timestamp
@@ -193,6 +224,7 @@ def join_window(
     late: abc.ObserverBase[Any] | Callable[[Any], Any] | None = None,
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
+    name: str | None = None,
 ) -> Callable[[Observable[L]], Observable[Window | Late[Any]]]:
     """Join with ``other`` by key within the windows of ``window`` (``tumbling(size)``,
     ``sliding(size, step)`` or ``session(gap)``): each closed window with both sides
@@ -213,7 +245,7 @@ def join_window(
     return lean(
         _JoinWindowSpec(
             other, window, key, other_key, timestamp, other_timestamp, lateness, late, scheduler,
-            on_error,
+            on_error, name,
         )
     )  # fmt: skip
 
@@ -221,10 +253,13 @@ def join_window(
 # -- interval_join -------------------------------------------------------------------------
 
 
-class _IntervalJoin(_TwoSided, Stage):
+class _IntervalJoin(_TwoSided, SnapshotStage):
+    stage_kind = "interval_join"
+
     def __init__(self, down: Any, chain: Chain, spec: _IntervalSpec) -> None:
         Stage.__init__(self, down, chain)
         self.spec = spec
+        self.stage_name = spec.stage_name
         self.now = clock(default_scheduler(spec.scheduler, chain.scheduler))
         self.handler = make_handler(spec.on_error, self.fail)
         # per side: key -> {seq: (time, event)} in arrival order
@@ -309,6 +344,42 @@ class _IntervalJoin(_TwoSided, Stage):
         self.buffers[RIGHT].clear()
         self.expiry.clear()
 
+    # -- snapshot: buffered events in arrival order, watermark, largest time per side ----
+    def config(self) -> dict[str, Any]:
+        spec = self.spec
+        return {"lower": spec.lower, "upper": spec.upper, "lateness": spec.lateness,
+                "event_time": spec.sides[LEFT][0] is not None}  # fmt: skip
+
+    def shift(self) -> float:
+        return 0.0 if self.spec.sides[LEFT][0] is not None else self.now()
+
+    def state(self) -> dict[str, Any]:
+        shift = self.shift()
+        held = sorted(
+            (seq, side, k, t, value)
+            for side in (LEFT, RIGHT)
+            for k, mine in self.buffers[side].items()
+            for seq, (t, value) in mine.items()
+        )
+        return {
+            "events": [[side, encode(k), t - shift, encode(v)] for _, side, k, t, v in held],
+            "watermark": finite(self.watermark - shift),
+            "highest": _times_out(self.highest, shift),
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        shift, spec = self.shift(), self.spec
+        self.buffers[LEFT].clear()
+        self.buffers[RIGHT].clear()
+        self.expiry.clear()
+        for side, key, t, value in state["events"]:
+            k, t, seq = decode(key), t + shift, next(self.seq)
+            self.buffers[side].setdefault(k, {})[seq] = (t, decode(value))
+            drop = t + spec.upper if side == LEFT else t - spec.lower
+            heapq.heappush(self.expiry, (drop, seq, side, k))
+        self.watermark = _times_in([state["watermark"]], shift)[0]
+        self.highest = _times_in(state["highest"], shift)
+
 
 class _IntervalSpec(Spec):
     name = "interval_join"
@@ -326,7 +397,9 @@ class _IntervalSpec(Spec):
         late: Any,
         scheduler: abc.SchedulerBase | None,
         on_error: OnError,
+        stage_name: str | None = None,
     ) -> None:
+        self.stage_name = stage_name
         if not lower <= upper:
             raise ValueError(f"lower must be <= upper, got {lower}, {upper}")
         if lateness < 0:
@@ -356,6 +429,7 @@ def interval_join(
     late: abc.ObserverBase[Any] | Callable[[Any], Any] | None = None,
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
+    name: str | None = None,
 ) -> Callable[[Observable[L]], Observable[tuple[L, R] | Late[Any]]]:
     """Pairs ``(left, right)`` with equal keys and ``left + lower <= right <= left + upper``
     in time, emitted as soon as both have arrived (each pair once).
@@ -373,7 +447,7 @@ def interval_join(
     return lean(
         _IntervalSpec(
             other, key, lower, upper, other_key, timestamp, other_timestamp, lateness, late,
-            scheduler, on_error,
+            scheduler, on_error, name,
         )
     )  # fmt: skip
 

@@ -428,7 +428,7 @@ class _Windows(SnapshotStage):
         return {"watermark": mark, "panes": panes, "sessions": sessions, "idle_for": idle}
 
     def load(self, state: dict[str, Any]) -> None:
-        self.dispose()
+        _Windows.dispose(self)  # the timer only (a join's dispose also drops its other side)
         now, event_time = self.now(), self.spec.timestamp is not None
         shift = 0.0 if event_time else now
 

@@ -30,6 +30,8 @@ from operators import (
     debounce,
     dedupe,
     group_by_key,
+    interval_join,
+    join_window,
     rate_limit,
     sample,
     session,
@@ -340,5 +342,41 @@ def test_group_by_key_resumes(events: Any, cut: float, expire: Any) -> None:
     def build(o: Any, s: TestScheduler) -> Any:
         grouped = o.pipe(group_by_key(lambda v: v % 3, expire_after=expire, scheduler=s))
         return grouped.pipe(ops.flat_map(flatten_groups))
+
+    check(build, events, cut)
+
+
+# -- joins --------------------------------------------------------------------------------
+
+sided = st.tuples(st.sampled_from("LR"), st.integers(0, 30), st.sampled_from("ab")).map(list)
+
+
+def sides(o: Any) -> tuple[Any, Any]:
+    """One input carries both sides: ``[side, time, key]``."""
+    return (o.pipe(ops.filter(lambda e: e[0] == "L")), o.pipe(ops.filter(lambda e: e[0] == "R")))
+
+
+@given(stream(sided), cuts, shapes, st.sampled_from([0.0, 3.0]))
+def test_join_window_resumes(events: Any, cut: float, shape: Any, lateness: float) -> None:
+    def build(o: Any, s: TestScheduler) -> Any:
+        left, right = sides(o)
+        return left.pipe(
+            join_window(right, key=lambda e: e[2], window=window_op(shape),
+                        timestamp=lambda e: e[1], lateness=lateness, scheduler=s)
+        )  # fmt: skip
+
+    check(build, events, cut)
+
+
+@given(stream(sided), cuts, st.integers(-3, 3), st.integers(0, 4), st.booleans())
+def test_interval_join_resumes(
+    events: Any, cut: float, lower: int, width: int, event_time: bool
+) -> None:
+    def build(o: Any, s: TestScheduler) -> Any:
+        left, right = sides(o)
+        return left.pipe(
+            interval_join(right, key=lambda e: e[2], lower=lower, upper=lower + width,
+                          timestamp=(lambda e: e[1]) if event_time else None, scheduler=s)
+        )  # fmt: skip
 
     check(build, events, cut)
