@@ -50,7 +50,7 @@ from .limits import TokenBucket
 from .middleware import json_errors
 from .openapi import openapi_document
 from .routes import connection_policy
-from .serving import EDGE, Edge
+from .serving import EDGE, Edge, pending_connections
 from .wsproto import Auth, Publish, Subscribe, Unsubscribe, parse_message, parse_position
 
 __all__ = ["BROKER", "CONFIG", "HUB", "create_app", "expose"]
@@ -115,17 +115,13 @@ def _pattern(text: str, field: str = "pattern") -> str:
         raise ProtocolError("bad_subject", str(exc), field=field) from None
 
 
-_EDGES: weakref.WeakKeyDictionary[Hub, Edge] = weakref.WeakKeyDictionary()
-
-
-def _admit(hub: Hub) -> None:
+def _admit(hub: Hub, request: web.BaseRequest) -> None:
     cfg = hub.config
     if hub.closing:
         raise ProtocolError(
             "overloaded", "server is shutting down", retry_after=cfg.overloaded_retry_after
         )
-    edge = _EDGES.get(hub)
-    pending = edge.pending if edge is not None else 0  # connections not yet requests
+    pending = pending_connections(request)  # connections not yet requests (EdgeRunner)
     if hub.connections + pending >= cfg.max_connections:
         raise ProtocolError(
             "overloaded",
@@ -190,7 +186,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
         since = parse_position(raw, "last_event_id") if raw else None
         policy = cfg.policy_for(pattern, request.query.get("overflow"))
-        _admit(hub)
+        _admit(hub, request)
         live_from = None if since is not None else await _live_from(request.app[BROKER], cfg)
     except ProtocolError as exc:
         return _error(exc, hub)
@@ -251,7 +247,7 @@ async def poll_events(request: web.Request) -> web.Response:
         after = parse_position(raw, "after") if raw else None
         timeout = _number(request, "timeout", cfg.poll_timeout, 0, cfg.poll_max_timeout)
         limit = int(_number(request, "limit", cfg.poll_limit, 1, 10_000))
-        _admit(hub)
+        _admit(hub, request)
         if after is None:
             after = await _live_from(broker, cfg)
     except ProtocolError as exc:
@@ -417,7 +413,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         if cfg.origins is not None and origin is not None and origin not in cfg.origins:
             raise ProtocolError("forbidden", f"Origin {origin!r} is not allowed")
         claims = await _claims(request)
-        _admit(hub)
+        _admit(hub, request)
     except ProtocolError as exc:
         return _error(exc, hub)
     ws = web.WebSocketResponse(
@@ -687,7 +683,7 @@ def create_app(
     app[HUB] = Hub(config)
     app[_BUCKETS] = weakref.WeakKeyDictionary()
     hub = app[HUB]
-    app[EDGE] = _EDGES[hub] = Edge(config.max_connections, lambda: hub.connections)
+    app[EDGE] = Edge(config.max_connections, lambda: hub.connections)
     if config.auth is not None:
         app[_VERIFIER] = TokenVerifier(config.auth)  # a JWKS file that cannot be used fails here
     app.router.add_get("/events/{pattern}", stream_events)

@@ -34,7 +34,7 @@ from .config import ServerConfig
 from .errors import ProtocolError
 from .middleware import error_for_status
 
-__all__ = ["EDGE", "Edge", "EdgeRunner", "serve_forever_settings"]
+__all__ = ["EDGE", "Edge", "EdgeRunner", "pending_connections", "serve_forever_settings"]
 
 log = logging.getLogger(__name__)
 _REFUSED_LINGER = 0.5  # seconds a refused connection stays open for its answer to be read
@@ -180,6 +180,13 @@ class _EdgeServer(web.Server):
 
     def __call__(self) -> RequestHandler:
         return _EdgeProtocol(self, loop=self.edge_loop, **self.edge_kwargs)
+
+
+def pending_connections(request: web.BaseRequest) -> int:
+    """How many connections of ``request``'s server have not sent a request yet (0 when
+    not served by :class:`EdgeRunner`, which alone counts them; also for a mounted app)."""
+    protocol = request.protocol
+    return protocol.edge.pending if isinstance(protocol, _EdgeProtocol) else 0
 
 
 class EdgeRunner(web.AppRunner):

@@ -262,3 +262,29 @@ async def test_a_slow_body_answers_408(edge_server: Any) -> None:
     assert head.startswith(b"HTTP/1.1 408"), head
     assert orjson.loads(body)["error"]["code"] == "request_timeout"
     assert list(server.broker.history(">")) == []
+
+
+async def test_half_open_connections_count_for_a_mounted_app_too(
+    session: aiohttp.ClientSession,
+) -> None:
+    root = web.Application()
+    root.add_subapp("/live", create_app(config=ServerConfig(max_connections=2)))
+    runner = EdgeRunner(root, config=ServerConfig(header_timeout=2), shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        held = [await asyncio.open_connection(host, port) for _ in range(2)]
+        for _, writer in held:
+            writer.write(b"GET / HTTP/1.1\r\n")
+        await asyncio.sleep(0.1)
+        async with session.get(f"http://{host}:{port}/live/poll/a?timeout=0") as r:
+            assert r.status == 503 and (await error_of(r))["code"] == "overloaded"
+        for _, writer in held:
+            writer.close()
+        await asyncio.sleep(0.1)
+        async with session.get(f"http://{host}:{port}/live/poll/a?timeout=0") as r:
+            assert r.status == 200
+    finally:
+        await runner.cleanup()
