@@ -318,11 +318,6 @@ class Lean(Observable[Any]):
             target = spec.build(target, chain)
             if isinstance(target, Stage):
                 chain.stages.append(target)
-        for stage in reversed(chain.stages):  # stateful stages, named in pipeline order
-            kind = getattr(stage, "stage_kind", None)
-            if kind is not None:
-                named: Any = stage
-                named.registered_as = register(named, named.stage_name, kind)
         if pure or (isinstance(target, Stage) and target.inline("t_") is not None):
             target = _Compiled(pure[::-1], target)
         if chain.stopped:  # a stage's own input (a join's other side) has already failed
@@ -336,11 +331,22 @@ class Lean(Observable[Any]):
                 raise
             root.on_error(exc)
             return Disposable()
+        _register(chain.stages)
         if chain.stopped:
             upstream.dispose()
         else:
             chain.upstream = upstream
         return Disposable(chain.release)
+
+
+def _register(stages: list[Stage]) -> None:
+    """Offer the stateful stages to a collection in progress (:mod:`operators.state`), in
+    pipeline order: after the root, so a chain upstream (subscribed by the root) comes first."""
+    for stage in reversed(stages):  # stages[0] is the last operator
+        kind = getattr(stage, "stage_kind", None)
+        if kind is not None:
+            named: Any = stage
+            named.registered_as = register(named, named.stage_name, kind)
 
 
 def lean(spec: Spec) -> Callable[[Observable[Any]], Observable[Any]]:

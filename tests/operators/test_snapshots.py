@@ -27,6 +27,7 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from operators import (
     batch,
     batch_by_key,
+    count_of,
     debounce,
     dedupe,
     group_by_key,
@@ -39,7 +40,9 @@ from operators import (
     throttle,
     tumbling,
 )
-from operators.state import collecting, restore_all, snapshot_all
+from operators._snapshot import SnapshotError
+from operators.state import StageSetError, collecting, restore_all, snapshot_all
+from operators.windows import Window
 from streams import Event
 
 on_next, on_completed = ReactiveTest.on_next, ReactiveTest.on_completed
@@ -380,3 +383,102 @@ def test_interval_join_resumes(
         )  # fmt: skip
 
     check(build, events, cut)
+
+
+# -- names, stage sets, refusals ----------------------------------------------------------
+
+
+def subscribed(build: Callable[[Any], Any]) -> tuple[Subject[Any], dict[str, Any], list[Any]]:
+    subject, out = Subject[Any](), []
+    with collecting() as stages:
+        build(subject).subscribe(out.append)
+    return subject, stages, out
+
+
+def test_unnamed_stages_get_distinct_names_in_pipeline_order() -> None:
+    def build(o: Any) -> Any:
+        return o.pipe(
+            dedupe(ttl=5), ops.map(lambda x: x), dedupe(ttl=9), batch(count=2),
+            tumbling(5, timestamp=float, name="per-5s"), batch(count=3),
+        )  # fmt: skip
+
+    _, stages, _ = subscribed(build)
+    assert list(stages) == ["dedupe-0", "dedupe-1", "batch-0", "per-5s", "batch-1"]
+    assert stages["dedupe-0"].snapshot()["config"]["ttl"] == 5
+    assert stages["dedupe-1"].snapshot()["config"]["ttl"] == 9
+    _, again, _ = subscribed(build)  # the same pipeline built again: the same names
+    assert list(again) == list(stages)
+
+
+def test_outside_a_collection_nothing_registers() -> None:
+    out: list[Any] = []
+    subject = Subject[Any]()
+    subject.pipe(dedupe(), batch(count=2)).subscribe(out.append)
+    for x in [1, 1, 2]:
+        subject.on_next(x)
+    assert out == [[1, 2]]
+
+
+def test_restore_into_a_different_stage_set_fails_clearly() -> None:
+    subject, stages, _ = subscribed(lambda o: o.pipe(dedupe(), batch(count=5)))
+    subject.on_next(1)
+    snap = snapshot_all(stages)
+    _, other, _ = subscribed(lambda o: o.pipe(dedupe(), debounce(1.0)))
+    with pytest.raises(StageSetError, match=r"no state for \['debounce-0'\].*\['batch-0'\]"):
+        restore_all(other, snap)
+
+
+def test_restore_refuses_another_kind_or_configuration() -> None:
+    subject, stages, _ = subscribed(lambda o: o.pipe(batch(count=5, name="b")))
+    subject.on_next(1)
+    snap = snapshot_all(stages)
+    _, kind, _ = subscribed(lambda o: o.pipe(dedupe(name="b")))
+    with pytest.raises(SnapshotError, match="stage 'b' is a dedupe; the snapshot is of a batch"):
+        restore_all(kind, snap)
+    _, config, _ = subscribed(lambda o: o.pipe(batch(count=7, name="b")))
+    with pytest.raises(SnapshotError, match=r"'count': 7.*'count': 5"):
+        restore_all(config, snap)
+
+
+class Opaque:
+    pass
+
+
+def test_items_that_are_neither_events_nor_json_are_refused_at_snapshot() -> None:
+    subject, stages, _ = subscribed(lambda o: o.pipe(batch(count=5, name="held")))
+    subject.on_next(Opaque())
+    with pytest.raises(SnapshotError, match="stage 'held': cannot snapshot a Opaque"):
+        snapshot_all(stages)
+
+
+def test_tuple_keys_and_events_survive_json() -> None:
+    subject, stages, _ = subscribed(
+        lambda o: o.pipe(batch_by_key(lambda e: (e.subject, 1), count=2))
+    )
+    first, second = Event.create({"n": 1}, subject="a"), Event.create({"n": 2}, subject="a")
+    subject.on_next(first)
+    snap = orjson.loads(orjson.dumps(snapshot_all(stages)))
+    subject2, stages2, out2 = subscribed(
+        lambda o: o.pipe(batch_by_key(lambda e: (e.subject, 1), count=2))
+    )
+    restore_all(stages2, snap)
+    subject2.on_next(second)
+    assert out2 == [(("a", 1), [first, second])]
+
+
+def test_library_operators_in_the_keyed_worker_pipeline() -> None:
+    from adapters.brokers.stateful_worker import PartitionPipeline
+
+    def pipeline(o: Any) -> Any:
+        return o.pipe(dedupe(lambda e: e.data["id"]), tumbling(10, timestamp=lambda e: e.data["t"],
+                      agg=count_of()))  # fmt: skip
+
+    def ev(i: int, t: int) -> Event:
+        return Event.create({"id": i, "t": t})
+
+    p = PartitionPipeline(pipeline)
+    assert p.feed(ev(1, 1)) == [] and p.feed(ev(1, 2)) == []
+    q = PartitionPipeline(pipeline)
+    q.restore(orjson.loads(orjson.dumps(p.snapshot())))
+    assert q.feed(ev(1, 3)) == []  # still a duplicate
+    assert q.feed(ev(2, 12)) == [Window(None, 0.0, 10.0, 1)]
