@@ -85,6 +85,25 @@ def _overloaded_bytes(retry_after: float) -> bytes:
     return head.encode() + body
 
 
+def _error_body(status: int, message: str | None) -> bytes:
+    """The JSON error aiohttp's own answer stands for: the first line of its parser's
+    message (never a traceback); a 5xx is ``internal`` without details.
+
+    >>> _error_body(400, "Invalid method encountered:\\n\\n  b'GARBAGE'")
+    b'{"error":{"code":"bad_request","message":"Invalid method encountered:"}}'
+    >>> _error_body(500, "Traceback ...")
+    b'{"error":{"code":"internal","message":"internal server error"}}'
+    """
+    if status >= 500:
+        return ProtocolError("internal", "internal server error").body()
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "error"
+    text = (message or "").splitlines()[0].strip() if message else ""
+    return error_for_status(status, text or phrase).body()
+
+
 class _EdgeProtocol(RequestHandler):
     """aiohttp's HTTP protocol, counting itself in :class:`Edge` until its first request
     and answering parse errors and escaped exceptions as JSON."""
@@ -133,14 +152,9 @@ class _EdgeProtocol(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         super().handle_error(request, status, exc, message)  # logs; raises if already sent
-        if status >= 500 or not message:
-            text = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
-        else:
-            text = message.splitlines()[0].strip() or HTTPStatus(status).phrase
-        err = error_for_status(status, text or "error")
-        if status >= 500:
-            err = ProtocolError("internal", "internal server error")
-        resp = web.Response(status=status, body=err.body(), content_type="application/json")
+        resp = web.Response(
+            status=status, body=_error_body(status, message), content_type="application/json"
+        )
         resp.force_close()
         return resp
 
