@@ -288,3 +288,21 @@ async def test_half_open_connections_count_for_a_mounted_app_too(
             assert r.status == 200
     finally:
         await runner.cleanup()
+
+
+async def test_the_header_timeout_never_cuts_a_stream_or_a_websocket(
+    edge_server: Any, session: aiohttp.ClientSession
+) -> None:
+    server = await edge_server(header_timeout=0.5, heartbeat=10)
+    async with (
+        session.get(server.url + "/events/a", headers={"Accept": "application/x-ndjson"}) as r,
+        session.ws_connect(server.ws_url()) as ws,
+    ):
+        await ws.send_json({"op": "subscribe", "id": "s", "pattern": "a"})
+        await next_op(ws, "subscribed")
+        await asyncio.sleep(1.5)  # three header timeouts, no byte either way
+        server.broker.publish("a", {"late": True})
+        line = await asyncio.wait_for(r.content.readline(), 5)
+        assert orjson.loads(line)["data"] == {"late": True}
+        got = orjson.loads(await asyncio.wait_for(ws.receive_str(), 5))
+        assert (got[0] if isinstance(got, list) else got)["data"] == {"late": True}
