@@ -3,7 +3,10 @@
 Prints one JSON line per scenario:
 1. filter -> map -> batch(count=100) over 1,000,000 events (the headline targets);
 2. routing into 10 branches (rxstreams ``route`` vs ``share`` + 10 ``filter``s vs a loop);
-3. time-bounded batching (``batch(count=100, within=60)``) vs count-only batching;
+3. time-bounded batching (``batch(count=100, within=60)``) vs count-only batching, and
+   leading-edge batching (``leading=True``): first the delay an event waits when events come
+   one at a time, 100 ms apart, with ``within=0.05`` (the realistic case), then throughput
+   on a burst against trailing batching;
 4. the joins (``lookup``, ``interval_join``, ``join_window``) against a dict-based loop doing
    the same join over the same events (target: at most 2x the loop's time). The two join
    inputs come from one time-ordered stream split by ``route`` (the realistic case: both
@@ -33,6 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reactivex import operators as ops
+from reactivex.subject import Subject
 
 from operators import batch, interval_join, join_window, lookup, route, select, tumbling, where
 from streams import from_iterable
@@ -130,6 +134,39 @@ def batching(within: float | None) -> Callable[[], None]:
     async def main() -> None:  # the running loop's scheduler drives the timer
         out: list[list[int]] = []
         from_iterable(DATA).pipe(batch(count=100, within=within)).subscribe(out.append)
+        assert sum(map(len, out)) == N
+
+    return lambda: asyncio.run(main())
+
+
+def paced_delays(leading: bool, n: int = 20, gap: float = 0.1) -> list[float]:
+    """Seconds each of ``n`` events, ``gap`` apart, waits in ``batch(within=0.05)``."""
+    delays: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        subject: Subject[int] = Subject()
+        sent: dict[int, float] = {}
+
+        def got(items: list[int]) -> None:
+            now = loop.time()
+            delays.extend(now - sent[x] for x in items)
+
+        subject.pipe(batch(within=0.05, leading=leading)).subscribe(got)
+        for i in range(n):
+            sent[i] = loop.time()
+            subject.on_next(i)
+            await asyncio.sleep(gap)
+        subject.on_completed()
+
+    asyncio.run(main())
+    return delays
+
+
+def burst(leading: bool) -> Callable[[], None]:
+    async def main() -> None:
+        out: list[list[int]] = []
+        from_iterable(DATA).pipe(batch(count=100, within=60, leading=leading)).subscribe(out.append)
         assert sum(map(len, out)) == N
 
     return lambda: asyncio.run(main())
@@ -312,6 +349,17 @@ def main() -> None:
         "events": N, "runs": RUNS, "source": SOURCE,
         "timed_eps": round(N / timed), "count_only_eps": round(N / count_only),
         "timed_vs_count_only": round(count_only / timed, 2), "target": ">=0.8",
+    }))  # fmt: skip
+    lead, trail = paced_delays(True), paced_delays(False)
+    lead_burst, trail_burst = median_seconds(burst(True)), median_seconds(burst(False))
+    print(json.dumps({
+        "benchmark": "operators.leading_batch",
+        "paced": {"events": len(lead), "gap_s": 0.1, "within_s": 0.05,
+                  "leading_delay_ms_p50": round(statistics.median(lead) * 1000, 2),
+                  "trailing_delay_ms_p50": round(statistics.median(trail) * 1000, 2)},
+        "burst": {"events": N, "runs": RUNS, "leading_eps": round(N / lead_burst),
+                  "trailing_eps": round(N / trail_burst),
+                  "leading_vs_trailing": round(trail_burst / lead_burst, 2)},
     }))  # fmt: skip
     join_line("lookup", rxstreams_lookup, loop_lookup, N_JOIN)
     join_line("interval_join", rxstreams_interval, loop_interval, N_JOIN)
