@@ -221,6 +221,9 @@ class _Single(_BatchStage):
         return {"batches": self.buffers_state([self.b])}
 
     def load(self, state: dict[str, Any]) -> None:
+        self.b.cancel()
+        self.b.buf.clear()
+        self.b.nbytes = 0
         for one in state["batches"]:
             self.load_buffer(self.b, one)
 
