@@ -167,6 +167,8 @@ class NatsState:
             await broker.apublish_many(subject, events)
 
     async def commit(self, lease: Lease, checkpoint: Checkpoint, outputs: Sequence[Routed]) -> None:
+        # The outbox keeps each output with the subject it goes to (the one it carries).
+        outputs = [(s, e if e.subject == s else e.replace(subject=s)) for s, e in outputs]
         checkpoint.outbox = [event.encode() for _, event in outputs]
         new = await self._cas(f"ckpt.{lease.unit}", checkpoint.encode(), lease.token)
         if new is None:
