@@ -13,7 +13,8 @@
   nothing gathered makes the stream (or key) quiet again.
 - Completion flushes the partial batch; an error drops it (like ``buffer_with_count``).
 - Snapshot (``name=``, default ``"batch-<n>"`` / ``"batch_by_key-<n>"``): each partial
-  batch (its key, items, byte count) and the time left until its pending flush.
+  batch (its key, items, byte count, how long ago it opened) and the time left on its
+  timer, with the order of timers due at the same instant.
 
 Operators assume one loop or thread. Time comes from ``scheduler`` (default: the one given
 at subscribe time, else the running asyncio loop's).
@@ -71,7 +72,7 @@ def _check(count: int | None, max_bytes: int | None, within: float | None) -> No
 class _Buffer:
     """One open batch with its byte count and (at most one) timer."""
 
-    __slots__ = ("armed", "buf", "emit", "key", "nbytes", "opened", "owner", "timer")
+    __slots__ = ("armed", "buf", "due", "emit", "key", "nbytes", "opened", "owner", "timer")
 
     def __init__(self, owner: _BatchStage, emit: Callable[[list[Any]], None]) -> None:
         self.owner = owner
@@ -80,22 +81,25 @@ class _Buffer:
         self.buf: list[Any] = []
         self.nbytes = 0
         self.opened = 0.0
+        self.due = 0.0  # when the timer fires, and ``armed`` its rank among timers due then
         self.armed = 0
         self.timer: abc.DisposableBase | None = None
+
+    def schedule(self, seconds: float, fire: Callable[..., None]) -> None:
+        o = self.owner
+        self.due, self.armed = o.now() + seconds, next(_armed)
+        self.timer = o.scheduler.schedule_relative(seconds, fire)
 
     def open(self) -> None:
         o = self.owner
         self.opened = o.now()
         if self.timer is None:
-            self.armed = next(_armed)
-            self.timer = o.scheduler.schedule_relative(o.within or 0.0, self._fire)
+            self.schedule(o.within or 0.0, self._fire)
 
     def lead(self) -> None:
         """Leading edge: start a ``within`` period now."""
-        o = self.owner
-        self.opened = o.now()
-        self.armed = next(_armed)
-        self.timer = o.scheduler.schedule_relative(o.within or 0.0, self._period_end)
+        self.opened = self.owner.now()
+        self.schedule(self.owner.within or 0.0, self._period_end)
 
     def _period_end(self, _: Any = None, __: Any = None) -> None:
         self.timer = None
@@ -106,14 +110,6 @@ class _Buffer:
         self.lead()
         self.flush()
 
-    def arm(self, left: float) -> None:
-        """Restore: the pending flush is due in ``left`` seconds."""
-        o = self.owner
-        self.opened = o.now() + left - o.within  # type: ignore[operator]
-        fire = self._period_end if o.leading else self._fire
-        self.armed = next(_armed)
-        self.timer = o.scheduler.schedule_relative(max(left, 0.0), fire)
-
     def _fire(self, _: Any = None, __: Any = None) -> None:
         self.timer = None
         o = self.owner
@@ -122,8 +118,7 @@ class _Buffer:
             return
         left = o.within - (o.now() - self.opened)  # type: ignore[operator]
         if left > TICK:  # a smaller remainder would be scheduled at "now" (see TICK)
-            self.armed = next(_armed)
-            self.timer = o.scheduler.schedule_relative(left, self._fire)
+            self.schedule(left, self._fire)
         else:
             self.flush()
 
@@ -189,22 +184,32 @@ class _BatchStage(SnapshotStage):
         }
 
     def buffers_state(self, buffers: list[_Buffer]) -> list[dict[str, Any]]:
-        now, out = self.now(), []
-        for b in sorted(buffers, key=lambda b: (b.timer is None, b.opened, b.armed)):
-            left = None
-            if b.timer is not None and (b.buf or self.leading):
-                left = b.opened + self.within - now  # type: ignore[operator]
-            if b.buf or left is not None:
-                out.append({"key": encode(b.key), "items": encode(b.buf), "bytes": b.nbytes,
-                            "left": left})  # fmt: skip
-        return out
+        """Each buffer holding items or a timer, in order; ``timer`` is ``[rank, seconds
+        left]``, the rank ordering timers due at the same instant."""
+        now = self.now()
+        timed = sorted(
+            (b for b in buffers if b.timer is not None), key=lambda b: (round(b.due, 6), b.armed)
+        )
+        rank = {id(b): i for i, b in enumerate(timed)}
+        return [
+            {"key": encode(b.key), "items": encode(b.buf), "bytes": b.nbytes,
+             "opened_ago": now - b.opened,
+             "timer": None if b.timer is None else [rank[id(b)], b.due - now]}
+            for b in buffers
+            if b.buf or b.timer is not None
+        ]  # fmt: skip
 
-    def load_buffer(self, b: _Buffer, state: dict[str, Any]) -> None:
-        b.cancel()
-        b.buf[:] = decode(state["items"])  # in place: a fused function holds this list
-        b.nbytes = state["bytes"]
-        if state["left"] is not None:
-            b.arm(state["left"])
+    def load_buffers(self, pairs: list[tuple[_Buffer, dict[str, Any]]]) -> None:
+        now, timers = self.now(), []
+        for b, state in pairs:
+            b.cancel()
+            b.buf[:] = decode(state["items"])  # in place: a fused function holds this list
+            b.nbytes = state["bytes"]
+            b.opened = now - state["opened_ago"]
+            if state["timer"] is not None:
+                timers.append((state["timer"], b))
+        for (_, left), b in sorted(timers, key=lambda t: t[0][0]):
+            b.schedule(max(left, 0.0), b._period_end if self.leading else b._fire)
 
 
 class _Single(_BatchStage):
@@ -224,8 +229,7 @@ class _Single(_BatchStage):
         self.b.cancel()
         self.b.buf.clear()
         self.b.nbytes = 0
-        for one in state["batches"]:
-            self.load_buffer(self.b, one)
+        self.load_buffers([(self.b, one) for one in state["batches"]])
 
     def inline(self, prefix: str) -> tuple[list[str], dict[str, Any]] | None:
         if self.max_bytes is not None or self.leading:
@@ -295,8 +299,7 @@ class _Keyed(_BatchStage):
     def load(self, state: dict[str, Any]) -> None:
         self.dispose()
         self.buffers = {}
-        for one in state["batches"]:
-            self.load_buffer(self.buffer(decode(one["key"])), one)
+        self.load_buffers([(self.buffer(decode(one["key"])), one) for one in state["batches"]])
 
     def on_completed(self) -> None:
         for b in list(self.buffers.values()):

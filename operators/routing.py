@@ -426,7 +426,7 @@ class _Groups(SnapshotStage):
 
     def state(self) -> dict[str, Any]:
         now, groups = self.now(), self.groups
-        order = sorted(groups, key=lambda k: (groups[k].due, groups[k].armed))
+        order = sorted(groups, key=lambda k: (round(groups[k].due, 6), groups[k].armed))
         rank = {id(groups[k]): i for i, k in enumerate(order)}
         return {
             "groups": [
