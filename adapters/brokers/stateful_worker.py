@@ -56,7 +56,7 @@ from typing import Any
 from reactivex import Observable
 from reactivex.subject import Subject
 
-from operators.state import Stateful, collecting
+from operators.state import Stateful, collecting, restore_all, snapshot_all
 from streams import Event, GapError, Position
 
 from .leases import Fenced, Lease, Routed, StateStore
@@ -146,15 +146,14 @@ class PartitionPipeline:
         return out
 
     def snapshot(self) -> dict[str, Any]:
-        return {name: stage.snapshot() for name, stage in self.stages.items()}
+        return snapshot_all(self.stages)
 
     def restore(self, state: dict[str, Any]) -> None:
-        for name, value in state.items():
-            stage = self.stages.get(name)
-            if stage is None:
-                log.warning("checkpoint has state for %r, which this pipeline lacks", name)
-                continue
-            stage.restore(value)
+        """Restore every stage from a checkpoint's state (nothing to do for a fresh one);
+        :class:`~operators.state.StageSetError` (the worker stops) when the checkpoint was
+        taken by a pipeline with other stateful stages."""
+        if state:
+            restore_all(self.stages, state)
 
     def close(self) -> None:
         self._subscription.dispose()
