@@ -220,6 +220,11 @@ class _Single(_BatchStage):
     def on_next(self, value: Any) -> None:
         self.add(self.b, value)
 
+    def lead_one(self, x: Any) -> None:
+        """Leading edge, quiet: ``x`` goes at once, alone, and opens a period."""
+        self.b.lead()
+        self.down.on_next([x])
+
     stage_kind = "batch"
 
     def state(self) -> dict[str, Any]:
@@ -232,9 +237,24 @@ class _Single(_BatchStage):
         self.load_buffers([(self.b, one) for one in state["batches"]])
 
     def inline(self, prefix: str) -> tuple[list[str], dict[str, Any]] | None:
-        if self.max_bytes is not None or self.leading:
+        if self.max_bytes is not None:
             return None
         b = self.b
+        if self.leading:
+            return [
+                f"if {prefix}b.timer is None:",
+                f"    {prefix}lead(x)",
+                "else:",
+                f"    {prefix}buf.append(x)",
+                f"    if len({prefix}buf) >= {prefix}n:",
+                f"        {prefix}flush()",
+            ], {
+                f"{prefix}b": b,
+                f"{prefix}lead": self.lead_one,
+                f"{prefix}buf": b.buf,
+                f"{prefix}n": self.count,
+                f"{prefix}flush": b.flush,
+            }
         lines = []
         if self.within is not None:
             lines += [f"if not {prefix}buf:", f"    {prefix}open()"]
