@@ -245,6 +245,13 @@ async def test_members_leaving_and_joining_keep_one_owner_per_unit(group: Group)
 
     sampler = asyncio.create_task(sample())
     try:
+        gone = f"-{members[0].pid}-"
+
+        def sharing() -> bool:  # all three own units (rendezvous gives each a share)
+            last = samples[-1] if samples else {}
+            return len(set(last.values())) == 3 and gone in "".join(last.values())
+
+        await group.until(sharing, 30, "three members sharing the units")
         await group.until(lambda: len(group.outputs) >= sum(want.values()) // 4, 60, "outputs")
         members[0].send_signal(signal.SIGTERM)  # leaves cleanly
         await asyncio.to_thread(members[0].wait, 15)
