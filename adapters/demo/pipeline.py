@@ -324,7 +324,7 @@ def build_pipeline(
     )
     # 5. batched delivery: one publish per room per burst
     delivered = accepted["deliver"].pipe(
-        batch_by_key(room_of, count=100, within=r.batch_within, scheduler=sch)
+        batch_by_key(room_of, count=100, within=r.batch_within, leading=True, scheduler=sch)
     )
     # 6. presence from joins, leaves and closed connections
     presence = Presence()
