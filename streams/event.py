@@ -325,6 +325,10 @@ class Event(_Slots):
                 raise EventError("time", f"not an RFC 3339 timestamp: {t!r}") from None
         ext = {k: v for k, v in obj.items() if k not in _KNOWN and k != "sequence"}
         for k in ext:
+            if k == "data_base64":  # binary data in the JSON format: kept as it came
+                if not isinstance(ext[k], str):
+                    raise EventError(k, "must be a base64 string")
+                continue
             if not (k.isascii() and k.isalnum() and k.islower()) or len(k) > 20:
                 raise EventError(k, "extension names are lowercase letters and digits")
         return cls(
