@@ -12,8 +12,10 @@ times; figures are medians.
 - rxstreams: ``create_demo_app`` (the demo's pipeline: flood control, then
   ``batch_by_key(room, within=Rules.batch_within)``), clients publish to ``chat.lobby.in``
   and subscribe to ``room.lobby.msg`` over the rxstreams WebSocket protocol;
-  ``--batch-within`` overrides the demo's 50 ms (``batch_by_key`` has no leading-edge
-  mode yet; 0.001 approximates one for a quiet room).
+  ``--batch-within`` overrides the demo's 50 ms. The demo batches leading-edge (the
+  first message of a quiet room goes out at once); the second line patches its
+  ``batch_by_key`` to trailing batching (every message waits up to the window), as the
+  demo was before, for comparison.
 - python-socketio: ``AsyncServer(async_mode="aiohttp")``, websocket transport, every
   client ``enter_room("lobby")`` on connect, ``emit("message", data, room="lobby")``
   for each message received.
@@ -39,11 +41,13 @@ from typing import Any
 import orjson
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# benchmarks/operators.py would shadow the operators package the demo imports
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 ROOM = "lobby"
 
 
 # -- servers -----------------------------------------------------------------------------
-def run_server(mode: str, batch_within: float, loop: str) -> None:
+def run_server(mode: str, batch_within: float, trailing: bool, loop: str) -> None:
     from aiohttp import web
 
     from adapters.server.loop import run
@@ -59,6 +63,14 @@ def run_server(mode: str, batch_within: float, loop: str) -> None:
             max_connections=100_000, ws_ping=None, publish_rate=20_000, publish_burst=20_000
         )
         rules = Rules() if batch_within <= 0 else Rules(batch_within=batch_within)
+        if trailing:  # the demo as it was before leading-edge batching, for comparison
+            import adapters.demo.pipeline as pipeline
+            from operators import batch_by_key
+
+            def trailing_batch_by_key(*args: Any, **kwargs: Any) -> Any:
+                return batch_by_key(*args, **{**kwargs, "leading": False})
+
+            pipeline.batch_by_key = trailing_batch_by_key
         kwargs: dict[str, Any] = {"rules": rules, "config": cfg}
         if "tokens" in inspect.signature(create_demo_app).parameters:
             kwargs["tokens"] = False
@@ -285,13 +297,16 @@ class Proc:
 
 
 class Side:
-    def __init__(self, mode: str, args: argparse.Namespace, batch_within: float) -> None:
+    def __init__(
+        self, mode: str, args: argparse.Namespace, batch_within: float, trailing: bool = False
+    ) -> None:
         self.server = Proc(
             [
                 "--role=server",
                 f"--mode={mode}",
                 f"--batch-within={batch_within}",
                 f"--loop={args.loop}",
+                *(["--trailing"] if trailing else []),
             ]
         )
         self.port = int(self.server.line())
@@ -319,9 +334,9 @@ class Side:
         self.server.stop()
 
 
-def compare(args: argparse.Namespace, batch_within: float) -> dict[str, Any]:
+def compare(args: argparse.Namespace, batch_within: float, trailing: bool) -> dict[str, Any]:
     sides = {
-        "rxstreams": Side("rxstreams", args, batch_within),
+        "rxstreams": Side("rxstreams", args, batch_within, trailing),
         "socketio": Side("socketio", args, 0),
     }
     results: dict[str, list[dict[str, float]]] = {k: [] for k in sides}
@@ -345,6 +360,7 @@ def compare(args: argparse.Namespace, batch_within: float) -> dict[str, Any]:
         "reps": args.reps,
         "loop": args.loop,
         "demo_batch_within_ms": (batch_within if batch_within > 0 else 0.05) * 1000,
+        "demo_batching": "trailing" if trailing else "as shipped (leading-edge)",
         "rxstreams_us_per_delivery": med("rxstreams", "us"),
         "socketio_us_per_delivery": med("socketio", "us"),
         "cpu_ratio": round(med("rxstreams", "us") / med("socketio", "us"), 3),
@@ -363,12 +379,9 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=20.0, help="messages per second, in total")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument(
-        "--batch-within",
-        type=float,
-        action="append",
-        help="demo batch window(s), seconds; default: the demo's own, then 0.001",
-    )
+    ap.add_argument("--batch-within", type=float, default=0.0, help="demo batch window, s")
+    ap.add_argument("--trailing", action="store_true", help="only the trailing-batch line")
+    ap.add_argument("--shipped", action="store_true", help="only the demo as shipped")
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     ap.add_argument("--role", default="orchestrator", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="rxstreams", help=argparse.SUPPRESS)
@@ -376,13 +389,14 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.role == "server":
-        run_server(args.mode, args.batch_within[0] if args.batch_within else 0.0, args.loop)
+        run_server(args.mode, args.batch_within, args.trailing, args.loop)
         return
     if args.role == "clients":
         run_clients(args.port, args.count, args.mode)
         return
-    for within in args.batch_within or [0.0, 0.001]:
-        print(json.dumps(compare(args, within)), flush=True)
+    lines = [True] if args.trailing else [False] if args.shipped else [False, True]
+    for trailing in lines:
+        print(json.dumps(compare(args, args.batch_within, trailing)), flush=True)
 
 
 if __name__ == "__main__":

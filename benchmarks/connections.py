@@ -30,14 +30,21 @@ def rss_kib(pid: int) -> int:
 
 
 def measure(mode: str, clients: int) -> float:
-    server = Proc(["--role", "server", "--mode", mode])
+    server = Proc(["--role=server", f"--mode={mode}", "--transport=ws", "--loop=asyncio"])
     conns = None
     try:
         port = int(server.line())
         time.sleep(0.5)
         before = rss_kib(server.p.pid)
-        sub = ["--subscribe"] if mode == "rxstreams" else []
-        conns = Proc(["--role", "clients", "--port", str(port), "--count", str(clients), *sub])
+        conns = Proc(
+            [
+                "--role=clients",
+                f"--port={port}",
+                f"--count={clients}",
+                f"--mode={mode}",
+                "--transport=ws",
+            ]
+        )
         assert conns.line() == "READY"
         time.sleep(1.0)
         after = rss_kib(server.p.pid)

@@ -34,12 +34,10 @@ from .config import ServerConfig
 from .framing import (
     Item,
     Segment,
-    count_events,
     gap_message,
     http_chunk,
     ndjson_chunk,
     ws_frames,
-    ws_payloads,
 )
 from .metrics import ServerMetrics
 
@@ -50,7 +48,6 @@ __all__ = [
     "SubHandle",
     "Topic",
     "WsClient",
-    "item_size",
     "live_start",
     "subscribe_client",
 ]
@@ -268,20 +265,6 @@ class Client:
             handle.dispose()
         self.subs.clear()
         self.paused.clear()
-
-
-def item_size(item: Item) -> int:
-    """The bytes a queued item accounts for.
-
-    >>> a = Event.create(1, id="a")
-    >>> item_size(b"{}"), item_size((a, a)) == 2 * item_size(a)
-    (2, True)
-    """
-    if isinstance(item, bytes):
-        return len(item)
-    if isinstance(item, tuple):
-        return sum([len(e.encode()) for e in item])
-    return len(item.encode())
 
 
 def _position(event: Event) -> Position | None:
@@ -935,22 +918,3 @@ class Hub:
             *(c.shutdown() for c in clients if isinstance(c, WsClient | StreamClient)),
             return_exceptions=True,
         )
-
-
-def count_all(items: Sequence[Item]) -> int:
-    """Events in a batch of queued items (segments count each of their events).
-
-    >>> a = Event.create(1, id="a")
-    >>> count_all([a, (a, a), b"{}"])
-    3
-    """
-    return sum([count_events(i) for i in items])
-
-
-def payload_count(items: Sequence[Item]) -> int:
-    """How many WebSocket messages a batch becomes (for tests and docs).
-
-    >>> payload_count([Event.create(1), Event.create(2)])
-    1
-    """
-    return len(ws_payloads(items))
