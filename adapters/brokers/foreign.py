@@ -31,16 +31,39 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
 from streams import Event, EventError, Position
+from streams.event import set_position_in_place, set_subject_in_place
 from streams.subjects import SubjectError, validate_subject
 
 __all__ = ["EXTERNAL_TYPE", "SkippedEntries", "UnreadableEntry", "read_entry"]
 
 EXTERNAL_TYPE = "io.rxstreams.external"
 TEXT = "text/plain"
+JSON = "application/json"
+_CACHED = 4096  # subjects / timestamp seconds remembered as valid
+
+# The attributes an event rxstreams stored has (``Event.encode()`` before publishing).
+_OWN_KEYS = frozenset(
+    (
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "subject",
+        "time",
+        "datacontenttype",
+        "data",
+        "sequence",
+    )
+)
+_valid_subjects: dict[str, None] = {}
+# 'YYYY-MM-DDTHH:MM:SS' parts of timestamps ``Event.from_dict`` accepted: a timestamp in
+# rxstreams' own format (that part, then '.' 6 digits 'Z') is valid when its part is.
+_valid_seconds: dict[str, None] = {}
 
 
 class UnreadableEntry(Exception):
@@ -82,11 +105,13 @@ def read_entry(
     """
     if subject is None:
         raise UnreadableEntry(position, "entry has no subject")
-    try:
-        validate_subject(subject)
-    except SubjectError as exc:
-        raise UnreadableEntry(position, f"not a valid subject: {exc}") from None
-    raw = b"" if payload is None else bytes(payload)
+    if subject not in _valid_subjects:
+        try:
+            validate_subject(subject)
+        except SubjectError as exc:
+            raise UnreadableEntry(position, f"not a valid subject: {exc}") from None
+        _remember(_valid_subjects, subject)
+    raw = b"" if payload is None else payload if type(payload) is bytes else bytes(payload)
     seq = (position.epoch, position.offset)
     try:
         value = orjson.loads(raw)
@@ -96,16 +121,71 @@ def read_entry(
         except UnicodeDecodeError:
             raise UnreadableEntry(position, "payload is neither JSON nor UTF-8 text") from None
         return _external(text, TEXT, subject, position, source, msg_id, timestamp)
-    if isinstance(value, dict) and "specversion" in value:
+    if type(value) is dict and "specversion" in value:
+        own = _own_event(value, subject, seq)
+        if own is not None:
+            return own
         try:
-            return Event.from_dict(value).stamped(subject, seq)
+            event = Event.from_dict(value).stamped(subject, seq)
         except EventError:
             pass  # not a valid CloudEvent: its JSON is the data of an external event
+        else:
+            t = value.get("time")
+            if type(t) is str and len(t) == 27 and t[19] == "." and t[26] == "Z":
+                _remember(_valid_seconds, t[:19])
+            return event
     event = _external(value, "application/json", subject, position, source, msg_id, timestamp)
     try:
         event.encode()  # orjson reads 1,024 levels of nesting but writes only 254
     except EventError as exc:
         raise UnreadableEntry(position, f"cannot be re-encoded: {exc.message}") from None
+    return event
+
+
+def _remember(cache: dict[str, None], key: str) -> None:
+    if len(cache) >= _CACHED:
+        cache.clear()
+    cache[key] = None
+
+
+def _own_event(obj: dict[str, Any], subject: str, seq: tuple[str, int]) -> Event | None:
+    """The event ``Event.from_dict(obj).stamped(subject, seq)`` makes, built once, for
+    the common case: the attributes rxstreams writes, of the right types, a timestamp in
+    rxstreams' format whose date and second were already validated. ``None`` for anything
+    else (the caller then runs the full validation)."""
+    if obj.get("specversion") != "1.0" or not obj.keys() <= _OWN_KEYS:
+        return None
+    id_, source, type_, t = obj.get("id"), obj.get("source"), obj.get("type"), obj.get("time")
+    if (
+        type(id_) is not str
+        or not id_
+        or type(source) is not str
+        or not source
+        or type(type_) is not str
+        or not type_
+        or type(t) is not str
+        or len(t) != 27
+        or t[19] != "."
+        or t[26] != "Z"
+        or t[:19] not in _valid_seconds
+        or not t[20:26].isdigit()
+        or not t[20:26].isascii()
+    ):
+        return None
+    content = obj.get("datacontenttype")
+    if content is None or content == "":
+        content = JSON
+    elif type(content) is not str:
+        return None
+    for name in ("subject", "sequence"):
+        value = obj.get(name)
+        if value is not None and type(value) is not str:
+            return None
+    event = Event(
+        id=id_, source=source, type=type_, time=t, datacontenttype=content, data=obj.get("data")
+    )
+    set_subject_in_place(event, subject)
+    set_position_in_place(event, seq)
     return event
 
 

@@ -26,12 +26,18 @@ default retention here is ``Retention(max_per_subject=None)``.
 Reading: a subscription replays and then follows with one ``XREAD BLOCK`` pipelined with an
 ``HMGET`` of the meta hash; the entries are delivered straight from that reply unless the
 meta shows a new epoch or a trim past the subscriber's position, in which case the read
-script decides atomically (:func:`~.redis_decisions.reply_is_complete`).
+script decides atomically (:func:`~.redis_decisions.reply_is_complete`). A reader behind
+the end of the log (replaying, or a full batch came back) reads with the scan script
+instead: epoch, trim and the next batch in one atomic reply, the entries as one JSON text
+(entries that are not UTF-8 fall back to the read script). Entries laid out as rxstreams
+writes them (``s``, ``e``) are read in place, and events rxstreams wrote are built once
+(:func:`~.foreign.read_entry`).
 
 Connections: commands (publishes, scripts) use one pool, blocking reads (each live
 subscription holds a connection while it waits) another, each capped at
 ``max_connections``; readers beyond the cap wait for a connection, publishes never wait
-behind readers.
+behind readers. Publishes, scans and blocking reads are sent straight on connections of
+those pools (:class:`_Direct`), without redis-py's per-command layers.
 """
 
 from __future__ import annotations
@@ -44,9 +50,10 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams import Event, GapError, Position, Retention, match, validate_pattern, validate_subject
@@ -55,10 +62,12 @@ from .backoff import Backoff
 from .errors import PublishError
 from .feed import Emit, TaskFeeds, raise_if_cancelled
 from .follow import FollowingBroker
-from .foreign import SkippedEntries, UnreadableEntry
+from .foreign import SkippedEntries, UnreadableEntry, read_entry
 from .livestart import LiveStarts, Pin
-from .positions import check_since, redis_offset
+from .positions import SEQ_BITS, check_since, redis_offset
 from .redis_decisions import (
+    EVENT,
+    SUBJECT,
     check_retention,
     cursor,
     entry_offset,
@@ -168,6 +177,22 @@ return {epoch, trimmed, last, entries, length}
 )
 
 
+# ARGV: epoch prefix, after id, count. Returns epoch, trimmed and the entries after `after`
+# as one JSON text ([[id, [field, value, ...]], ...]): one bulk reply that orjson reads at
+# once, instead of seven RESP replies per entry for redis-py to parse. (Entries that are
+# not UTF-8 make invalid JSON; the caller then reads them with the read script.)
+_SCAN = (
+    _ENSURE
+    + """
+local epoch = ensure()
+local trimmed = redis.call('HGET', KEYS[2], 'trimmed') or '0-0'
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
+if #entries == 0 then return {epoch, trimmed, '[]'} end
+return {epoch, trimmed, cjson.encode(entries)}
+"""
+)
+
+
 def _ignore(positions: Sequence[Position]) -> None:
     return None
 
@@ -184,6 +209,64 @@ def _group_lost(exc: ResponseError) -> bool:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _Direct:
+    """Commands sent straight on connections made by a redis-py pool, kept in a free
+    list: no pool lock, no per-command retry wrapper, observability hooks or reply
+    callbacks (together they cost about as much as the round trip itself). Replies
+    come back unparsed. Concurrency is capped by the caller (the broker's semaphores).
+    A failed connection is dropped and made again on next use, like the pool does;
+    nothing is retried (the pool's connections do not retry either)."""
+
+    def __init__(self) -> None:
+        self.pool: Any = None  # set when the broker makes its client
+        self.idle: list[Any] = []
+        self.made: set[Any] = set()
+
+    async def send(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """The replies to ``commands``, sent in one write on one connection."""
+        idle = self.idle
+        conn = idle.pop() if idle else self.pool.make_connection()
+        last = len(commands) - 1
+        replies: list[Any] = []
+        try:
+            await self.pool.ensure_connection(conn)  # (re)connects a dropped connection
+            packed = conn.pack_command(*commands[0]) if not last else conn.pack_commands(commands)
+            await conn.send_packed_command(packed, check_health=False)
+            # Python 3.11's wait_for (redis-py sends under one) can swallow a cancellation
+            # that lands as the send completes: do not then wait for a blocking read.
+            raise_if_cancelled()
+            for _ in commands:
+                replies.append(await conn.read_response())
+        except ResponseError:
+            if len(replies) < last:  # replies left unread on the connection
+                await conn.disconnect(nowait=True)
+            raise
+        except BaseException:  # failed or cancelled mid-exchange: the connection is dirty
+            await conn.disconnect(nowait=True)
+            raise
+        finally:
+            idle.append(conn)
+            self.made.add(conn)
+        return replies
+
+    async def close(self) -> None:
+        for conn in self.made:
+            with contextlib.suppress(Exception):  # a dead connection is closed enough
+                await conn.disconnect()
+        self.made = set()
+        self.idle.clear()
+
+
+def _stream_entries(reply: Any) -> list[Any]:
+    """The ``[id, fields]`` entries of an unparsed one-stream ``XREAD`` reply (a RESP3
+    map or a RESP2 array; none when it timed out)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return next(iter(reply.values()))
+    return reply[0][1]  # type: ignore[no-any-return]
 
 
 class RedisBroker(FollowingBroker):
@@ -218,6 +301,7 @@ class RedisBroker(FollowingBroker):
         self.batch = batch
         self.block = block
         self.max_connections = max_connections
+        self._block_ms = int(block * 1000)
         prefix = f"rxstreams:{{{stream}}}"
         self.log_key = f"{prefix}:log"
         self.meta_key = f"{prefix}:meta"
@@ -227,8 +311,11 @@ class RedisBroker(FollowingBroker):
         self._subjects: set[str] = set()  # subjects already validated
         self._client: Any = None  # redis.asyncio.Redis; replies are typed loosely
         self._reader: Any = None  # a second client for blocking reads
+        self._commands = _Direct()  # publishes, on the command client's connections
+        self._reads = _Direct()  # blocking reads, on the reader's connections
         self._publish_script: Any = None
         self._read_script: Any = None
+        self._scan_script: Any = None
         self._epoch = ""
         self._epoch_prefix = os.urandom(3).hex()  # once per broker, not per publish
         r = self.retention
@@ -256,8 +343,10 @@ class RedisBroker(FollowingBroker):
                 self.url, max_connections=self.max_connections + _SPARE, socket_connect_timeout=2.0
             )
             self._client = aioredis.Redis(connection_pool=pool)
+            self._commands.pool = pool
             self._publish_script = self._client.register_script(_PUBLISH)
             self._read_script = self._client.register_script(_READ)
+            self._scan_script = self._client.register_script(_SCAN)
         return self._client
 
     @property
@@ -269,6 +358,7 @@ class RedisBroker(FollowingBroker):
                 self.url, max_connections=self.max_connections, socket_connect_timeout=2.0
             )
             self._reader = aioredis.Redis(connection_pool=pool)
+            self._reads.pool = pool
         return self._reader
 
     async def connect(self) -> RedisBroker:
@@ -354,10 +444,26 @@ class RedisBroker(FollowingBroker):
         with self._live.publishing() if len(self._live) else _UNCOUNTED as note:
             try:
                 async with self._slots:
-                    reply = await script(
-                        keys=[self.log_key, self.meta_key],
-                        args=[self._epoch_prefix, max_events, max_age_ms, subject, *payloads],
-                    )
+                    try:
+                        (reply,) = await self._commands.send(
+                            (
+                                "EVALSHA",
+                                script.sha,
+                                2,
+                                self.log_key,
+                                self.meta_key,
+                                self._epoch_prefix,
+                                max_events,
+                                max_age_ms,
+                                subject,
+                                *payloads,
+                            )
+                        )
+                    except NoScriptError:  # a restarted or flushed server: load it again
+                        reply = await script(
+                            keys=[self.log_key, self.meta_key],
+                            args=[self._epoch_prefix, max_events, max_age_ms, subject, *payloads],
+                        )
             except (RedisError, OSError) as exc:
                 what = f"{len(payloads)} events" if len(payloads) > 1 else "publish"
                 raise PublishError(
@@ -383,17 +489,48 @@ class RedisBroker(FollowingBroker):
         """The events among ``entries`` whose subject matches ``pattern``; unreadable
         entries are noted in :attr:`skipped` and left out."""
         events: list[Event] = []
+        matches: dict[str, bool] = {}
+        source = self.source
         for entry_id, raw in entries:
-            fields = fields_dict(raw)
-            subject = subject_of(fields)
-            if subject is not None and not match(pattern, subject):
-                continue
+            # Entries rxstreams wrote are exactly [s, <subject>, e, <event>]: read in place.
+            if type(raw) is list and len(raw) == 4 and raw[0] == SUBJECT and raw[2] == EVENT:
+                try:
+                    subject: str | None = raw[1].decode()
+                except (UnicodeDecodeError, AttributeError):
+                    subject = None
+                payload = raw[3]
+                fields = None
+            elif type(raw) is list and len(raw) == 4 and raw[0] == "s" and raw[2] == "e":
+                subject, payload, fields = raw[1], raw[3].encode(), None  # from the scan's JSON
+            else:
+                if type(raw) is list and raw and type(raw[0]) is str:  # from the scan's JSON
+                    raw = [x.encode() for x in raw]
+                fields = fields_dict(raw)
+                subject = subject_of(fields)
+                payload = None
+            if subject is not None:
+                ok = matches.get(subject)
+                if ok is None:
+                    ok = matches[subject] = match(pattern, subject)
+                if not ok:
+                    continue
             offset, exact = entry_offset(entry_id)
             position = Position(epoch, offset)
             try:
                 if not exact:
                     raise UnreadableEntry(position, f"entry id {_text(entry_id)} has no position")
-                events.append(read_fields(fields, subject, position, self.source))
+                if fields is None:
+                    events.append(
+                        read_entry(
+                            payload,
+                            subject,
+                            position,
+                            source=source,
+                            timestamp=(offset >> SEQ_BITS) / 1000,
+                        )
+                    )
+                else:
+                    events.append(read_fields(fields, subject, position, source))
             except UnreadableEntry as exc:
                 self._note(exc)
         return events
@@ -425,18 +562,53 @@ class RedisBroker(FollowingBroker):
     async def _next_entries(self, pos: Position, pattern: str) -> tuple[str, list[Any]]:
         """Entries after ``pos`` (waiting up to ``block`` seconds for some) and the epoch
         they belong to; raises :class:`GapError` when entries after ``pos`` are gone."""
-        async with self._reading, self.reader.pipeline(transaction=False) as pipe:
-            pipe.xread(
-                {self.log_key: cursor(pos.offset)},
-                count=self.batch,
-                block=int(self.block * 1000),
+        _ = self.reader
+        async with self._reading:
+            reply, meta = await self._reads.send(
+                (
+                    "XREAD",
+                    "COUNT",
+                    self.batch,
+                    "BLOCK",
+                    self._block_ms,
+                    "STREAMS",
+                    self.log_key,
+                    cursor(pos.offset),
+                ),
+                ("HMGET", self.meta_key, "epoch", "trimmed"),
             )
-            pipe.hmget(self.meta_key, "epoch", "trimmed")
-            reply, (epoch, trimmed) = await pipe.execute()
+        epoch, trimmed = meta
         if reply_is_complete(pos, epoch, entry_offset(trimmed or b"0-0")[0]):
-            return pos.epoch, reply[0][1] if reply else []
+            return pos.epoch, _stream_entries(reply)
         # A new epoch or a trim past pos: decide atomically with the read script.
         now, trimmed_now, _, entries = await self._read(pos.offset, self.batch)
+        if now != pos.epoch or trimmed_now > pos.offset:
+            gap, _ = await self._gap(pos, pattern)
+            if gap is not None:
+                raise gap
+        return now, entries
+
+    async def _scan(self, pos: Position, pattern: str) -> tuple[str, list[Any]]:
+        """Like :meth:`_next_entries` without waiting, for a reader behind the end of the
+        log (replaying): epoch, trim and entries in one atomic script reply."""
+        _ = self.client
+        args = (self._epoch_prefix, cursor(pos.offset), self.batch)
+        async with self._slots:
+            try:
+                ((epoch, trimmed, packed),) = await self._commands.send(
+                    ("EVALSHA", self._scan_script.sha, 2, self.log_key, self.meta_key, *args)
+                )
+            except NoScriptError:
+                epoch, trimmed, packed = await self._scan_script(
+                    keys=[self.log_key, self.meta_key], args=args
+                )
+        now = self._epoch = _text(epoch)
+        try:
+            entries = orjson.loads(packed)
+        except orjson.JSONDecodeError:  # entries that are not UTF-8: read them as they are
+            now, trimmed_now, _, entries = await self._read(pos.offset, self.batch)
+        else:
+            trimmed_now = entry_offset(trimmed)[0]
         if now != pos.epoch or trimmed_now > pos.offset:
             gap, _ = await self._gap(pos, pattern)
             if gap is not None:
@@ -449,6 +621,7 @@ class RedisBroker(FollowingBroker):
         backoff = Backoff()
         pos = since
         checked = False
+        behind = since is not None
         while True:
             raise_if_cancelled()
             try:
@@ -462,7 +635,11 @@ class RedisBroker(FollowingBroker):
                     if gap is not None:
                         raise gap
                     checked = True
-                epoch, entries = await self._next_entries(pos, pattern)
+                if behind:  # replaying: read on without waiting until caught up
+                    epoch, entries = await self._scan(pos, pattern)
+                else:
+                    epoch, entries = await self._next_entries(pos, pattern)
+                behind = len(entries) >= self.batch
                 backoff.reset()
                 if entries:
                     for event in self._events(entries, epoch, pattern):
@@ -553,6 +730,8 @@ class RedisBroker(FollowingBroker):
     async def close(self) -> None:
         """Complete every subscriber and close the connection pools."""
         await self._feeds.close()
+        await self._commands.close()
+        await self._reads.close()
         for client in (self._client, self._reader):
             if client is not None:
                 with contextlib.suppress(Exception):  # a dead connection is closed enough
