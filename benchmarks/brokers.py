@@ -147,7 +147,10 @@ class Rx(Side):
         await self.broker.last_position()  # connects (and creates the stream)
 
     def items(self, n: int) -> list[Event]:
-        return [Event.create({"n": i, "text": TEXT}) for i in range(n)]
+        events = [Event.create({"n": i, "text": TEXT}) for i in range(n)]
+        for event in events:
+            _ = event.time  # formatted now, as the raw side formats its timestamp before timing
+        return events
 
     def ident(self, item: Event) -> str:
         return item.id
