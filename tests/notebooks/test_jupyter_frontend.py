@@ -21,7 +21,7 @@ def test_the_jupyter_extra_brings_a_front_end() -> None:
 
 def test_make_notebook_installs_the_extra_when_missing_and_opens_jupyterlab() -> None:
     out = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", "notebook"],
+        ["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "notebook"],
         capture_output=True,
         text=True,
         check=True,
