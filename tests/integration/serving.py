@@ -6,7 +6,12 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
 
 ROOT = Path(__file__).parents[2]
 GUARD = 15.0  # turns a hang into a failure; never a timed assertion
@@ -51,3 +56,22 @@ class Server:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+
+
+async def sse_fields(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    """Each SSE event of a response as its fields (``id``, ``event``, ``data`` parsed as
+    JSON); comments (heartbeats) are skipped, and the stream ending fails."""
+    fields: dict[str, Any] = {}
+    while True:
+        raw = await asyncio.wait_for(resp.content.readline(), GUARD)
+        assert raw, "the SSE stream ended"
+        line = raw.decode().rstrip("\n")
+        if line:
+            if not line.startswith(":"):
+                name, _, value = line.partition(":")
+                fields[name] = value.removeprefix(" ")
+            continue
+        if "data" in fields:
+            fields["data"] = orjson.loads(fields["data"])
+            yield fields
+        fields = {}

@@ -25,6 +25,8 @@ from tests.brokers.conftest import build, dispose
 from tests.brokers.services import require
 from tests.server.conftest import Server, start
 
+from .serving import sse_fields
+
 pytestmark = pytest.mark.broker
 
 GUARD = 15.0  # turns a hang into a failure; never a timed assertion
@@ -91,19 +93,8 @@ async def served(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Server, 
 
 async def sse_lines(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """(event name, JSON data) per SSE event: ``message`` for events, else the op name."""
-    fields: dict[str, str] = {}
-    while True:
-        raw = await asyncio.wait_for(resp.content.readline(), GUARD)
-        assert raw, "the SSE stream ended"
-        line = raw.decode().rstrip("\n")
-        if line:
-            if not line.startswith(":"):
-                name, _, value = line.partition(":")
-                fields[name] = value.removeprefix(" ")
-            continue
-        if "data" in fields:
-            yield fields.get("event", "message"), orjson.loads(fields["data"])
-        fields = {}
+    async for fields in sse_fields(resp):
+        yield fields.get("event", "message"), fields["data"]
 
 
 async def ws_items(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[dict[str, Any]]:

@@ -19,7 +19,7 @@ import pytest
 from tests.brokers.conftest import build, dispose, unique_stream
 from tests.brokers.services import require
 
-from .serving import GUARD, Server
+from .serving import GUARD, Server, sse_fields
 
 pytestmark = pytest.mark.broker
 
@@ -74,20 +74,11 @@ async def ws_events(ws: aiohttp.ClientWebSocketResponse, n: int) -> list[dict[st
 async def sse_events(resp: aiohttp.ClientResponse, n: int) -> list[tuple[str, dict[str, Any]]]:
     """The next ``n`` (id, event) pairs of an SSE response; a gap notice fails."""
     got: list[tuple[str, dict[str, Any]]] = []
-    fields: dict[str, str] = {}
-    while len(got) < n:
-        raw = await asyncio.wait_for(resp.content.readline(), GUARD)
-        assert raw, "the SSE stream ended"
-        line = raw.decode().rstrip("\n")
-        if line:
-            if not line.startswith(":"):
-                name, _, value = line.partition(":")
-                fields[name] = value.removeprefix(" ")
-            continue
+    async for fields in sse_fields(resp):
         assert "event" not in fields, fields  # no gap notice expected
-        if "data" in fields:
-            got.append((fields["id"], orjson.loads(fields["data"])))
-        fields = {}
+        got.append((fields["id"], fields["data"]))
+        if len(got) == n:
+            break
     return got
 
 
