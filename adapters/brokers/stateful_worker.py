@@ -123,15 +123,22 @@ class PartitionPipeline:
     def __init__(self, pipeline: Callable[[Observable[Event]], Observable[Any]]) -> None:
         self._input: Subject[Event] = Subject()
         self._out: list[Any] = []
+        self._feeding = False
         self.error: BaseException | None = None
+        self.on_output: Callable[[], None] | None = None  # an output outside feed (a timer)
         with collecting() as stages:
             result = pipeline(self._input)
             if not isinstance(result, Observable):
                 raise TypeError(
                     f"a keyed pipeline must return an Observable, not {type(result).__name__}"
                 )
-            self._subscription = result.subscribe(self._out.append, self._fail)
+            self._subscription = result.subscribe(self._emit, self._fail)
         self.stages: dict[str, Stateful] = stages
+
+    def _emit(self, value: Any) -> None:
+        self._out.append(value)
+        if not self._feeding and self.on_output is not None:
+            self.on_output()
 
     def _fail(self, error: BaseException) -> None:
         self.error = error
@@ -139,11 +146,24 @@ class PartitionPipeline:
     def feed(self, event: Event) -> list[Any]:
         """What the pipeline emitted for ``event`` (and anything emitted since the last
         call); raises :class:`PipelineFailed` when it failed."""
-        self._input.on_next(event)
+        self._feeding = True
+        try:
+            self._input.on_next(event)
+        finally:
+            self._feeding = False
+        return self.drain()
+
+    def drain(self) -> list[Any]:
+        """What the pipeline emitted since the last call (timers: outside any input);
+        raises :class:`PipelineFailed` when it failed."""
         if self.error is not None:
             raise PipelineFailed(f"pipeline failed: {self.error!r}") from self.error
         out, self._out[:] = list(self._out), []
         return out
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out)
 
     def snapshot(self) -> dict[str, Any]:
         return snapshot_all(self.stages)
@@ -212,6 +232,10 @@ class Inbox:
 
     def _ended(self) -> None:
         self._failed(ConnectionError(f"subscription to {self.pattern!r} ended"))
+
+    def nudge(self) -> None:
+        """End the wait in progress in :meth:`take` (it returns what it has, maybe nothing)."""
+        self._wake.set()
 
     def interrupt(self) -> None:
         """End any wait in :meth:`take` now, and every later one at once."""
@@ -340,12 +364,21 @@ class _Runner:
         core.restore(checkpoint.state)
         subject = partition_subject(s.group, int(unit[1:]))
         inbox = await self._inbox(m.parts.of(int(unit[1:])), subject, checkpoint)
+        core.on_output = inbox.nudge
         position, count, pending_events = checkpoint.position, checkpoint.events, 0
         pending: list[Routed] = []
         last_commit = time.monotonic()
+        # Outputs of timers (no input caused them) are ids of this claim, never replayed.
+        offset = Position.parse(position).offset if position else 0
+        timed = 0
         try:
             while True:
-                wait = max(0.01, s.checkpoint.seconds - (time.monotonic() - last_commit))
+                elapsed = time.monotonic() - last_commit
+                wait = max(0.01, s.checkpoint.seconds - elapsed)
+                if pending_events or pending:  # outputs wait for a checkpoint: not long
+                    wait = min(wait, max(0.01, _IDLE_COMMIT - elapsed))
+                if core.has_output:
+                    wait = 0.01
                 batch = [] if self.stopping else await _take(inbox, s.batch, wait)
                 for i, raw in enumerate(batch):
                     if i and not i % _SLICE:
@@ -356,22 +389,22 @@ class _Runner:
                         out_id = output_id(s.group, unit, offset, k)
                         pending.append(output_event(value, out_id, event, s.to))
                     position = raw.sequence
+                for value in core.drain():  # emitted by a timer since the last input
+                    late_id = f"{s.group}:{unit}:{offset}:t{self.lease.token}.{timed}"
+                    timed += 1
+                    cause = Event.create(None)
+                    pending.append(output_event(value, late_id, cause, s.to))
                 pending_events += len(batch)
                 count += len(batch)
                 elapsed = time.monotonic() - last_commit
                 # Also when the input ran dry (caught up, or a quiet moment): outputs wait
                 # for the checkpoint that covers them, so waiting longer only adds latency.
+                work = pending_events > 0 or bool(pending)
                 drained = (
-                    s.checkpoint.every > 0
-                    and pending_events > 0
-                    and len(batch) < s.batch
+                    s.checkpoint.every > 0 and work and len(batch) < s.batch
                     and elapsed >= _IDLE_COMMIT
-                )
-                if (
-                    s.checkpoint.due(pending_events, elapsed)
-                    or drained
-                    or (self.stopping and pending_events)
-                ):
+                )  # fmt: skip
+                if s.checkpoint.due(pending_events, elapsed) or drained or (self.stopping and work):
                     state = core.snapshot()
                     snap = Checkpoint(position, state, [], count)
                     await store.commit(self.lease, snap, pending)

@@ -34,19 +34,39 @@ from adapters.server.errors import ProtocolError
 from streams import Broker, Event, MemoryBroker, Retention
 
 from .bots import BOT_ROOMS, run_bots
+from .cluster import GROUP, KEY, PARTITIONS, PATTERN, SOURCE, closed_subjects, keyed_pipeline
 from .pipeline import NAME, Rules, build_pipeline
 from .tokens import DemoTokens
 
-__all__ = ["STATIC", "TOKENS", "BrokerSend", "create_demo_app", "run"]
+__all__ = [
+    "CLUSTER",
+    "STATIC",
+    "TOKENS",
+    "BrokerSend",
+    "Cluster",
+    "create_demo_app",
+    "is_networked",
+    "run",
+]
 
 TOKENS = web.AppKey("rxstreams_demo_tokens", DemoTokens)
+
+
+@dataclasses.dataclass
+class Cluster:
+    """This process's part in the demo's keyed worker group (networked broker only)."""
+
+    partitions: int
+    member: Any = None  # the running stateful_worker.Member, once started
+
+
+CLUSTER = web.AppKey("rxstreams_demo_cluster", Cluster)
 INBOUND = ("chat.*.in", "chat.*.in.*", "presence.conn")
 # A bulk upload to a local demo (``rxstreams publish --file``) should not crawl: the chat's
 # own flood control is per user in the pipeline, so the connection limit can be generous.
 PUBLISH_RATE = 20_000.0
 
 STATIC = Path(__file__).parent / "static"
-SOURCE = "rxstreams/demo"
 log = logging.getLogger(__name__)
 
 
@@ -120,6 +140,20 @@ async def connection_events(
     finally:
         closed = Event.create(data, type="demo.conn.closed", source=SOURCE)
         await asyncio.shield(broker.apublish("presence.conn", closed))
+        cluster = request.app.get(CLUSTER)
+        if cluster is not None:  # the keyed group: every partition drops the rooms it holds
+            await asyncio.shield(_closed_everywhere(broker, data, cluster.partitions))
+
+
+async def _closed_everywhere(broker: Broker, data: dict[str, str], partitions: int) -> None:
+    for subject in closed_subjects(partitions):
+        closed = Event.create(data, type="demo.conn.closed", source=SOURCE)
+        await broker.apublish(subject, closed)
+
+
+def is_networked(broker: Broker) -> bool:
+    """A broker shared by several processes (NATS, Redis): the pipeline runs as a group."""
+    return not isinstance(broker, MemoryBroker) and hasattr(broker, "consume")
 
 
 def create_demo_app(
@@ -130,6 +164,7 @@ def create_demo_app(
     tokens: DemoTokens | bool = True,
     bots: int = 0,
     bot_pace: float = 4.0,
+    partitions: int = PARTITIONS,
 ) -> web.Application:
     """The chat demo as an aiohttp application (what ``rxstreams demo`` serves).
 
@@ -139,6 +174,10 @@ def create_demo_app(
     ``POST /demo/token``; ``tokens=False`` serves everything to everyone. ``bots`` synthetic
     users chat in #lobby and #random, one message every ``bot_pace`` seconds or so.
     Without ``config`` the server runs with ``publish_rate=20000`` events/s per connection.
+
+    On a networked broker (NATS, Redis) the pipeline runs once per cluster: this process
+    is one member of the keyed worker group ``demo`` with ``partitions`` partitions by room
+    (:mod:`adapters.demo.cluster`); the embedded broker runs it here, as always.
 
     >>> app = create_demo_app(rules=Rules(max_length=100))
     >>> type(app[BROKER]).__name__, app[CONFIG].auth is not None
@@ -158,9 +197,20 @@ def create_demo_app(
     if issuer is not None:
         app[TOKENS] = issuer
     app.middlewares.append(connection_events)
+    if is_networked(broker):
+        app[CLUSTER] = Cluster(partitions)
 
     async def pipeline(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
+        if CLUSTER in app:
+            async with _member(app, rules, app[CLUSTER]):
+                players = loop.create_task(run_bots(broker, bots, pace=bot_pace)) if bots else None
+                yield
+                if players is not None:
+                    players.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await players
+            return
         send = BrokerSend(app[BROKER])
         inbound = reactivex.merge(*(broker.subscribe(p) for p in INBOUND))
         running = build_pipeline(inbound, send, rules, scheduler=AsyncIOScheduler(loop))
@@ -175,6 +225,44 @@ def create_demo_app(
 
     app.cleanup_ctx.append(pipeline)
     return app
+
+
+@contextlib.asynccontextmanager
+async def _member(
+    app: web.Application, rules: Rules | None, cluster: Cluster
+) -> AsyncIterator[None]:
+    """Run this process's member of the demo's keyed worker group while the block runs."""
+    from adapters.brokers.stateful_worker import run_keyed_worker
+
+    stop = asyncio.Event()
+    group = run_keyed_worker(
+        app[BROKER],
+        keyed_pipeline(rules),
+        GROUP,
+        PATTERN,
+        KEY,
+        cluster.partitions,
+        checkpoint_seconds=0.2,
+        stop=stop,
+        on_member=lambda member: setattr(cluster, "member", member),
+    )
+    task = asyncio.get_running_loop().create_task(group, name="rx-demo-member")
+
+    def ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and not stop.is_set():
+            log.error("demo: the chat pipeline stopped", exc_info=task.exception())
+
+    task.add_done_callback(ended)
+    try:
+        yield
+    finally:
+        stop.set()  # final checkpoints, partitions released for the other members
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 15)
+        except Exception:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
 
 async def index(request: web.Request) -> web.FileResponse:

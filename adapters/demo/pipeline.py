@@ -79,6 +79,7 @@ from operators import (
     throttle,
     where,
 )
+from operators.state import register
 from streams import Event
 
 __all__ = ["Change", "Message", "Presence", "Rules", "Send", "build_pipeline", "parse_input"]
@@ -195,6 +196,28 @@ class Presence:
         self.rooms: dict[str, dict[str, set[str]]] = {}  # room -> user -> connection ids
         self.joined: dict[str, set[tuple[str, str]]] = {}  # connection id -> (room, user)
 
+    def snapshot(self) -> dict[str, Any]:
+        """The membership as JSON (what a keyed worker group checkpoints).
+
+        >>> p = Presence()
+        >>> _ = p.apply(Message("chat.join", "lobby", "ada", cid="c1"))
+        >>> q = Presence()
+        >>> q.restore(p.snapshot())
+        >>> q.apply(Message("demo.conn.closed", "", "ada", cid="c1"))
+        [Change(room='lobby', user='ada', state='leave', members=[])]
+        """
+        rooms = {r: {u: sorted(c) for u, c in m.items()} for r, m in self.rooms.items()}
+        return {"rooms": rooms}
+
+    def restore(self, state: bytes | dict[str, Any]) -> None:
+        self.rooms, self.joined = {}, {}
+        rooms = state.get("rooms", {}) if isinstance(state, dict) else {}
+        for room, members in rooms.items():
+            for user, conns in members.items():
+                self.rooms.setdefault(room, {})[user] = set(conns)
+                for cid in conns:
+                    self.joined.setdefault(cid, set()).add((room, user))
+
     def apply(self, m: Message) -> list[Change]:
         if m.cid is None:
             return []
@@ -295,6 +318,14 @@ def build_pipeline(
     def room_of(m: Message) -> str:
         return m.room
 
+    def plain(m: Message) -> tuple[Any, ...]:
+        # Stages that hold items (batches, windows) hold plain tuples: what a checkpoint
+        # stores and restores (a keyed worker group); Message._make reads them back.
+        return tuple(m)
+
+    def room_at(t: tuple[Any, ...]) -> str:
+        return str(t[1])
+
     def typist_of(m: Message) -> tuple[str, str]:
         return m.room, m.user
 
@@ -324,19 +355,23 @@ def build_pipeline(
     )
     # 5. batched delivery: one publish per room per burst
     delivered = accepted["deliver"].pipe(
-        batch_by_key(room_of, count=100, within=r.batch_within, leading=True, scheduler=sch)
+        select(plain),
+        batch_by_key(room_at, count=100, within=r.batch_within, leading=True, scheduler=sch),
     )
     # 6. presence from joins, leaves and closed connections
     presence = Presence()
+    register(presence, "presence")  # checkpointed when run by a keyed worker group
     changes = kinds["presence"].pipe(select(presence.apply), ops.flat_map(each))
     # 7. windowed statistics: messages per room per minute, refreshed every step
     stats = accepted["stats"].pipe(
-        sliding(r.stats_window, r.stats_step, key=room_of, agg=count_of(), scheduler=sch)
+        select(plain),
+        sliding(r.stats_window, r.stats_step, key=room_at, agg=count_of(), scheduler=sch),
     )
 
-    def deliver(batch: tuple[str, list[Message]]) -> None:
+    def deliver(batch: tuple[str, list[tuple[Any, ...]]]) -> None:
         room, msgs = batch
-        send(f"room.{room}.msg", "chat.message", [delivered_data(m) for m in msgs])
+        data = [delivered_data(Message._make(m)) for m in msgs]
+        send(f"room.{room}.msg", "chat.message", data)
 
     def typing_signal(m: Message) -> None:
         send(f"room.{m.room}.typing", "chat.typing", [{"user": m.user}])

@@ -1,0 +1,212 @@
+"""Two ``rxstreams demo`` processes on one networked broker run the chat pipeline once (issue 10).
+
+Each process is a member of the demo's keyed worker group (partitions by room): a message
+sent through server A reaches a reader on server B exactly once, and so do the presence
+changes and a refusal (which reaches only its sender). Real processes, real NATS and Redis,
+a fresh stream per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from adapters.brokers.stateful_worker import state_store
+from adapters.demo.cluster import GROUP
+from tests.brokers.conftest import build, dispose, unique_stream
+from tests.brokers.services import require
+
+from .serving import GUARD, ROOT
+
+pytestmark = pytest.mark.broker
+
+SETTLE = 2.0  # seconds to wait after the last expected event for a repeat (none may come)
+
+
+class Demo:
+    """One ``rxstreams demo`` subprocess on a free port."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
+        self.proc = proc
+        self.url = url
+        self.ws_url = url.replace("http", "ws", 1)
+
+    @classmethod
+    async def start(cls, broker_url: str, secret: str) -> Demo:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "adapters.cli",
+            "demo",
+            "--port",
+            "0",
+            "--bots",
+            "0",
+            "--broker",
+            broker_url,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "RXSTREAMS_DEMO_SECRET": secret},
+        )
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), GUARD)).decode()
+        if " open " not in line:
+            proc.kill()
+            await proc.wait()
+            raise AssertionError(f"rxstreams demo did not start: {line!r}")
+        url = line.split(" open ", 1)[1].split()[0].rstrip("/")
+        return cls(proc, url)
+
+    async def token(self, http: aiohttp.ClientSession, nick: str) -> str:
+        async with http.post(self.url + "/demo/token", json={"nick": nick}) as resp:
+            assert resp.status == 200, await resp.text()
+            return str((await resp.json())["token"])
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), GUARD)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+@pytest.fixture(params=["nats", "redis"])
+async def demos(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Demo, Demo]]:
+    kind = str(request.param)
+    stream = unique_stream()
+    url = f"{require(kind)}?stream={stream}"
+    secret = os.urandom(16).hex()
+    started = await asyncio.gather(
+        *(Demo.start(url, secret) for _ in range(2)), return_exceptions=True
+    )
+    try:
+        for item in started:
+            if isinstance(item, BaseException):
+                raise item
+        a, b = started
+        assert isinstance(a, Demo) and isinstance(b, Demo)
+        yield a, b
+    finally:
+        for item in started:
+            if isinstance(item, Demo):
+                await item.stop()
+        broker = build(kind, stream=stream)
+        store = state_store(broker, GROUP)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(store.drop(), 10)
+        await dispose(broker)  # drop the test's stream
+
+
+class Reader:
+    """Everything a WebSocket delivers, by subject, read in the background."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.events: list[dict[str, Any]] = []
+        self.changed = asyncio.Event()
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                break
+            value = orjson.loads(msg.data)
+            for item in value if isinstance(value, list) else [value]:
+                assert item.get("op") in (None, "subscribed", "ack"), item
+                if "op" not in item:
+                    self.events.append(item)
+                    self.changed.set()
+
+    def of(self, subject: str) -> list[Any]:
+        return [e["data"] for e in self.events if e["subject"] == subject]
+
+    async def until(self, done: Any) -> None:
+        async def wait() -> None:
+            while not done():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(wait(), 4 * GUARD)  # a rebalance may hold events briefly
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+
+
+async def publish(ws: aiohttp.ClientWebSocketResponse, subject: str, type: str, data: Any) -> str:
+    """Publish through ``ws`` and wait for its ack: the event's position."""
+    ref = os.urandom(4).hex()
+    await ws.send_json(
+        {"op": "publish", "ref": ref, "subject": subject, "type": type, "data": data}
+    )
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), GUARD)
+        answer = orjson.loads(msg.data)
+        if answer.get("ref") == ref:
+            assert answer["op"] == "ack", answer
+            return str(answer["position"])
+
+
+async def subscribe(reader: Reader, since: str, *patterns: str) -> None:
+    for n, pattern in enumerate(patterns):
+        await reader.ws.send_json(
+            {"op": "subscribe", "id": f"s{n}", "pattern": pattern, "since": since}
+        )
+
+
+async def test_each_message_presence_change_and_refusal_reaches_server_b_once(
+    demos: tuple[Demo, Demo],
+) -> None:
+    a, b = demos
+    async with aiohttp.ClientSession() as http:
+        ada_token, bob_token = await a.token(http, "ada"), await b.token(http, "bob")
+        # ada writes through server A; her first event's position is where readers start
+        ada = await http.ws_connect(f"{a.ws_url}/ws?cid=ada-a&token={ada_token}")
+        start = await publish(ada, "chat.r1.in.ada", "chat.join", {"cid": "ada-a"})
+        # bob reads on server B, and so does a second tab of ada's (her notices)
+        bob = Reader(await http.ws_connect(f"{b.ws_url}/ws?cid=bob-b&token={bob_token}"))
+        await subscribe(bob, start, "room.>", "user.bob.>")
+        ada_b = Reader(await http.ws_connect(f"{b.ws_url}/ws?cid=ada-b&token={ada_token}"))
+        await subscribe(ada_b, start, "user.ada.>")
+        join = {"op": "publish", "subject": "chat.r1.in.bob", "type": "chat.join"}
+        await bob.ws.send_json({**join, "data": {"cid": "bob-b"}})  # read by bob's Reader
+        mids = [f"m{i}" for i in range(4)]
+        for mid in mids:
+            await publish(ada, "chat.r1.in.ada", "chat.message", {"text": f"hi {mid}", "mid": mid})
+        await publish(ada, "chat.r1.in.ada", "chat.message", {"text": " ", "mid": "empty"})
+
+        def joined() -> list[tuple[str, str]]:
+            return [(c["user"], c["state"]) for c in bob.of("room.r1.presence")]
+
+        await bob.until(lambda: len(bob.of("room.r1.msg")) >= len(mids) and len(joined()) >= 2)
+        await ada_b.until(lambda: ada_b.of("user.ada.rejected"))
+        await ada.close()  # no leave: the closed connection makes ada leave r1
+        await bob.until(lambda: ("ada", "leave") in joined())
+        await asyncio.sleep(SETTLE)  # a repeat, if any, would arrive by now
+
+        delivered = Counter(m["mid"] for m in bob.of("room.r1.msg"))
+        assert delivered == Counter(mids), delivered  # each once, none refused
+        assert [m["text"] for m in bob.of("room.r1.msg")] == [f"hi {m}" for m in mids]
+        assert Counter(joined()) == Counter(
+            {("ada", "join"): 1, ("bob", "join"): 1, ("ada", "leave"): 1}
+        ), joined()
+        assert ada_b.of("user.ada.rejected") == [
+            {"room": "r1", "text": "", "reason": "Message is empty", "mid": "empty"}
+        ]
+        assert bob.of("user.bob.rejected") == []
+        await bob.close()
+        await ada_b.close()
