@@ -183,7 +183,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_app(resolve_broker(args.broker), config=_config(rate))
     else:
         app = app_for(load_target(args.target), args.broker, args.subject, rate)
-    asyncio.run(serve_app(app, args.host, args.port, _announce))
+    from adapters.server.loop import run  # uvloop when installed (RXSTREAMS_LOOP chooses)
+
+    run(serve_app(app, args.host, args.port, _announce))
     return 0
 
 

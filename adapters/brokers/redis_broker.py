@@ -354,8 +354,13 @@ class RedisBroker(FollowingBroker):
         """The redis-py client for blocking reads (its own pool; readers beyond
         ``max_connections`` wait on ``self._reading``)."""
         if self._reader is None:
+            # An XREAD BLOCK waits up to ``block`` seconds for an answer: the socket timeout
+            # (redis-py's default is 5 s) must be longer, or an idle wait counts as a failure.
             pool = aioredis.ConnectionPool.from_url(
-                self.url, max_connections=self.max_connections, socket_connect_timeout=2.0
+                self.url,
+                max_connections=self.max_connections,
+                socket_connect_timeout=2.0,
+                socket_timeout=self.block + 5.0,
             )
             self._reader = aioredis.Redis(connection_pool=pool)
             self._reads.pool = pool
