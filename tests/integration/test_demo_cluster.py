@@ -15,6 +15,7 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -210,3 +211,73 @@ async def test_each_message_presence_change_and_refusal_reaches_server_b_once(
         assert bob.of("user.bob.rejected") == []
         await bob.close()
         await ada_b.close()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+async def enter(context: Any, demo: Demo, nick: str, room: str) -> Any:
+    """Open the chat on ``demo``, pick a nickname and room, and wait until present."""
+    page = await context.new_page()
+    await page.goto(demo.url)
+    await page.fill("#nick", nick)
+    await page.fill("#first-room", room)
+    await page.click("#enter")
+    await page.wait_for_selector("#status.pill-ok")
+    await page.wait_for_selector(f"#members li:text-is('{nick}')", state="attached")
+    return page
+
+
+async def say(page: Any, text: str) -> None:
+    await page.fill("#text", text)
+    await page.press("#text", "Enter")
+
+
+async def count(page: Any, selector: str) -> int:
+    return int(await page.eval_on_selector_all(selector, "els => els.length"))
+
+
+@pytest.mark.browser
+async def test_two_pages_on_two_servers_see_each_message_once(demos: tuple[Demo, Demo]) -> None:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {CHROMIUM} is missing: run scripts/ensure-chromium")
+        pytest.skip(f"{CHROMIUM} not found (run scripts/ensure-chromium)")
+    async_api = pytest.importorskip("playwright.async_api")
+    a, b = demos
+    async with async_api.async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"], headless=True
+        )
+        context = await browser.new_context(viewport={"width": 1360, "height": 820})
+        context.set_default_timeout(4 * GUARD * 1000)  # a rebalance may hold events briefly
+        try:
+            ada = await enter(context, a, "ada", "design")
+            bob = await enter(context, b, "bob", "design")
+            await ada.wait_for_selector("#messages li.presence[data-user=bob]")
+            lines = ["Morning from server A", "The pipeline runs once", "Per room, per cluster"]
+            for line in lines:
+                await say(ada, line)
+            await say(ada, "   ")  # refused: only ada hears about it
+            await ada.wait_for_selector("#messages li.refused:has-text('Message is empty')")
+            await bob.wait_for_function(
+                f"document.querySelectorAll('#messages li.msg').length >= {len(lines)}"
+            )
+            await say(bob, "Seen on server B")
+            await ada.wait_for_selector("#messages li.msg[data-user=bob]")
+            await asyncio.sleep(SETTLE)  # a repeat, if any, would be on the pages by now
+            texts = "els => els.map(e => e.querySelector('.text').textContent)"
+            delivered = "#messages li.msg:not(.refused)"
+            on_b = await bob.eval_on_selector_all(delivered, texts)
+            on_a = await ada.eval_on_selector_all(delivered, texts)
+            assert on_b == on_a == [*lines, "Seen on server B"]
+            assert await count(ada, "#messages li.refused") == 1
+            assert await count(bob, "#messages li.refused") == 0
+            assert await count(ada, "#messages li.presence[data-user=bob]") == 1
+            await bob.close()  # presence: ada (server A) sees bob (server B) leave, once
+            await ada.wait_for_selector("#messages li.presence[data-user=bob]:has-text('left')")
+            await asyncio.sleep(SETTLE)
+            assert await count(ada, "#messages li.presence[data-user=bob]") == 2
+        finally:
+            await context.close()
+            await browser.close()
