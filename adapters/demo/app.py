@@ -330,6 +330,12 @@ def run(
             rooms = " and ".join(f"#{r}" for r in BOT_ROOMS)
             who = "1 synthetic user chats" if bots == 1 else f"{bots} synthetic users chat"
             lines.append(f"rxstreams demo: {who} in {rooms} (--bots 0: none)")
+        if CLUSTER in app:
+            lines.append(
+                f"rxstreams demo: the chat pipeline runs once per cluster; this process is a "
+                f"member of worker group {GROUP!r} ({app[CLUSTER].partitions} partitions by "
+                "room) with every demo on this stream"
+            )
         if isinstance(issuer, DemoTokens):
             lines.append(
                 "rxstreams demo: command-line clients (tail, publish) need a token, valid "
