@@ -38,7 +38,14 @@ from xml.sax.saxutils import escape, quoteattr
 from operators import instrument
 from operators.instrument import StageStats
 
-__all__ = ["PipelineGraph", "StageRate", "human_span", "pipeline_graph", "stage_rate"]
+__all__ = [
+    "PipelineGraph",
+    "StageRate",
+    "human_span",
+    "partition_graph",
+    "pipeline_graph",
+    "stage_rate",
+]
 
 BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 196, 86, 56, 22, 12
 IDLE = 2.0  # seconds without input after which a stage counts as finished, not flowing
@@ -113,8 +120,10 @@ class PipelineGraph:
         edges: list[tuple[str, str]],
         title: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        notes: Mapping[str, list[str]] | None = None,
     ) -> None:
         self.clock = clock
+        self.notes = dict(notes or {})  # extra lines in a node's box (e.g. its owner)
         self.stages = dict(stages)
         for a, b in edges:
             self.stages.setdefault(a, None)
@@ -212,6 +221,7 @@ class PipelineGraph:
             lines = [f"in {s.events_in:,} → out {s.events_out:,}", pace]
             if s.batches:
                 lines.append(f"buffer {s.buffer_depth:,} · items {s.items_out:,}")
+        lines += self.notes.get(name, [])
         attrs = "" if s is None else (
             f' data-in="{s.events_in}" data-out="{s.events_out}" data-buffer="{s.buffer_depth}"'
         )  # fmt: skip
@@ -259,3 +269,30 @@ def pipeline_graph(
     names = list(chosen)
     pairs = list(edges) if edges is not None else list(itertools.pairwise(names))
     return PipelineGraph(chosen, pairs, title)
+
+
+def partition_graph(units: Iterable[Mapping[str, Any]], title: str | None = None) -> PipelineGraph:
+    """A keyed worker group as a graph: the router feeding each partition, every box with
+    its owner (the member holding its lease, ``-`` for none), checkpoint position (events
+    processed) and state size. ``units`` are dicts with ``unit``, ``owner``, ``position``,
+    ``events`` and ``state_bytes`` (what ``adapters.notebook.scaleout`` reads from the
+    broker).
+
+    >>> g = partition_graph([
+    ...     {"unit": "router", "owner": "w0", "position": "e-9", "events": 9, "state_bytes": 0},
+    ...     {"unit": "p0", "owner": None, "position": "e-4", "events": 4, "state_bytes": 120},
+    ... ])
+    >>> g.edges, g.notes["p0"]
+    ([('router', 'p0')], ['owner -', 'at e-4 · 4 events', 'state 120 B'])
+    """
+    notes: dict[str, list[str]] = {}
+    for u in units:
+        notes[str(u["unit"])] = [
+            f"owner {u.get('owner') or '-'}",
+            f"at {u.get('position') or '-'} · {int(u.get('events') or 0):,} events",
+            f"state {int(u.get('state_bytes') or 0):,} B",
+        ]
+    names = list(notes)
+    router = [n for n in names if n == "router"]
+    edges = [(r, n) for r in router for n in names if n != r]
+    return PipelineGraph(dict.fromkeys(names), edges, title, notes=notes)

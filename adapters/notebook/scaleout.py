@@ -6,7 +6,10 @@
   stream of a broker, as two processes on two machines would have;
 - :func:`worker_group`: workers competing in one consumer group, recording who handled
   what;
-- :func:`until_live`: probe until a live view has seen its first event.
+- :func:`until_live`: probe until a live view has seen its first event;
+- :func:`keyed_workers`: a keyed worker group of ``rxstreams worker`` processes running a
+  stateful pipeline (:func:`batches_per_room`), one of which can be killed, and the graph
+  of its partitions (owner, checkpoint position, state size) read from the broker.
 
 Every stream is fresh (``?stream=nb04-...``) and dropped afterwards, so runs never see
 each other's events.
@@ -20,6 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,9 +35,12 @@ from aiohttp import web
 
 __all__ = [
     "START_HINT",
+    "KeyedWorkers",
     "WorkerGroup",
+    "batches_per_room",
     "brokers_here",
     "fresh",
+    "keyed_workers",
     "two_servers",
     "until_live",
     "worker_group",
@@ -204,3 +213,158 @@ async def worker_group(
         await brokers[0].drop()
         for b in brokers:
             await b.close()
+
+
+def batches_per_room(events: Any) -> Any:
+    """A stateful pipeline for a keyed worker group: every 5 messages of a room, one output
+    ``{"room", "n"}`` (``batch_by_key``: the partial batches are its checkpointed state)."""
+    from operators import batch_by_key, select
+
+    def room(event: Any) -> str:
+        return str(event.data["room"])
+
+    def summary(batch: Any) -> dict[str, Any]:
+        key, items = batch
+        return {"room": key, "n": len(items)}
+
+    return events.pipe(batch_by_key(room, count=5, name="rooms"), select(summary))
+
+
+@dataclass
+class KeyedWorkers:
+    """``rxstreams worker`` processes in one keyed worker group, the broker they share and
+    the outputs seen so far (``outputs``: output id -> data, so a replay counts once)."""
+
+    broker: Any
+    url: str
+    group: str
+    partitions: int
+    procs: list[subprocess.Popen[bytes]]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _note(self, event: Any) -> None:
+        self.outputs[event.id] = event.data
+        self._changed.set()
+
+    async def publish(self, subject: str, items: list[Any]) -> None:
+        from streams import Event
+
+        await self.broker.apublish_many(subject, [Event.create(d) for d in items])
+
+    async def until(self, n: int, timeout: float = 30.0) -> None:
+        """Wait until ``n`` distinct outputs were seen."""
+
+        async def wait() -> None:
+            while len(self.outputs) < n:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+    def kill(self, worker: int) -> None:
+        """SIGKILL one worker: no final checkpoint, its leases lapse, another takes over."""
+        self.procs[worker].send_signal(signal.SIGKILL)
+        self.procs[worker].wait()
+
+    async def partitions_now(self) -> list[dict[str, Any]]:
+        """Each unit's owner, checkpoint position, events processed and state size."""
+        from adapters.brokers.partitions import Checkpoint, units
+        from adapters.brokers.stateful_worker import state_store
+
+        store = state_store(self.broker, self.group)
+        try:
+            names = units(self.partitions)
+            owners = await store.owners(names)
+            rows = []
+            for unit in names:
+                ckpt = await store.checkpoint(unit)
+                size = 0
+                if ckpt is not None and unit != "router":  # the operators' state, encoded
+                    size = len(Checkpoint(ckpt.position, ckpt.state).encode())
+                position = ckpt.position if ckpt else None
+                if position and len(position) > 16:  # Redis ids are long: the tail differs
+                    position = "…" + position[-12:]
+                rows.append(
+                    {
+                        "unit": unit,
+                        "owner": owners.get(unit),
+                        "position": position,
+                        "events": ckpt.events if ckpt else 0,
+                        "state_bytes": size,
+                    }
+                )
+            return rows
+        finally:
+            await store.close()
+            await store.parts.close()  # type: ignore[attr-defined]
+
+    async def graph(self, title: str | None = None) -> Any:
+        """The group as a pipeline graph: router -> partitions, with owner, position, state."""
+        from .graph import partition_graph
+
+        return partition_graph(await self.partitions_now(), title)
+
+    async def settled(self, live: int, timeout: float = 30.0) -> None:
+        """Wait until every unit has an owner among ``live`` distinct members."""
+
+        async def wait() -> None:
+            while True:
+                rows = await self.partitions_now()
+                owners = {r["owner"] for r in rows}
+                if None not in owners and len(owners) == live:
+                    return
+                await asyncio.sleep(0.25)
+
+        await asyncio.wait_for(wait(), timeout)
+
+
+@contextlib.asynccontextmanager
+async def keyed_workers(
+    url: str,
+    *,
+    group: str = "rooms",
+    pattern: str = "chat.>",
+    key: str = "data.room",
+    partitions: int = 4,
+    to: str = "out.batches",
+    workers: int = 2,
+    lease: float = 2.0,
+    target: str = "adapters.notebook.scaleout:batches_per_room",
+) -> AsyncIterator[KeyedWorkers]:
+    """``workers`` ``rxstreams worker --key --partitions`` processes running ``target`` on
+    a fresh stream of the broker at ``url``; stopped and everything dropped on exit."""
+    from adapters.brokers import from_url
+    from adapters.brokers.stateful_worker import state_store
+    from streams import Position
+
+    stream = fresh(url)
+    broker: Any = from_url(stream)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": root}
+    args = [sys.executable, "-m", "adapters.cli", "worker", target, "--broker", stream]
+    args += ["--group", group, "--pattern", pattern, "--key", key]
+    args += ["--partitions", str(partitions), "--to", to, "--lease", str(lease)]
+    procs = [
+        subprocess.Popen(args, cwd=root, env=env, stderr=subprocess.DEVNULL) for _ in range(workers)
+    ]
+    team = KeyedWorkers(broker, stream, group, partitions, procs)
+    start = Position((await broker.last_position()).epoch, 0)
+    watch = broker.subscribe(to, since=start).subscribe(team._note)
+    try:
+        yield team
+    finally:
+        watch.dispose()
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                await asyncio.to_thread(p.wait, 15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(state_store(broker, group).drop(), 10)
+        await broker.drop()
+        await broker.close()
