@@ -101,7 +101,7 @@ class Rules:
     burst: int = 5  # ... with bursts up to this many
     repeat_ttl: float = 30.0  # the same text from the same user is dropped for this long
     typing_every: float = 2.0  # at most one typing signal per user and room per period
-    batch_within: float = 0.05  # seconds a burst of messages may wait to travel together
+    batch_within: float = 0.01  # seconds the rest of a burst may wait to travel together
     stats_window: float = 60.0  # messages per room per minute ...
     stats_step: float = 10.0  # ... updated this often
 
