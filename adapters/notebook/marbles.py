@@ -20,6 +20,7 @@ True
 from __future__ import annotations
 
 import itertools
+import math
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -43,6 +44,7 @@ LEFT = 88
 RIGHT = 28
 TOP = 12
 R = 13
+AXIS_H = 26  # the time axis under the lanes
 
 
 class Mark(NamedTuple):
@@ -221,7 +223,8 @@ class Marble:
 
     def _render(self) -> str:
         top = TOP + (22 if self.title else 0)
-        height = top + LANE_H * len(self.lanes) + 8
+        axis_y = top + LANE_H * len(self.lanes) + 4
+        height = axis_y + AXIS_H
         out = [
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.width}" height="{height}" '
             f'viewBox="0 0 {self.width} {height}" font-family="sans-serif" font-size="11">',
@@ -233,8 +236,27 @@ class Marble:
         for i, (name, marks) in enumerate(self.lanes.items()):
             y = top + LANE_H * i + LANE_H // 2 - 6
             out.extend(self._lane(name, marks, y))
+        out.extend(self._axis(axis_y))
         out.append("</svg>")
         return "\n".join(out)
+
+    def _axis(self, y: float) -> list[str]:
+        """The time axis under the lanes: a tick and a label every :func:`tick_step`."""
+        out = [
+            '<g class="axis" font-size="9" fill="#555">',
+            f'<line x1="{LEFT}" y1="{y}" x2="{self.width - RIGHT}" y2="{y}" stroke="#999"/>',
+        ]
+        step = tick_step(self.until)
+        for i in range(int(self.until / step + 1e-9) + 1):
+            t = round(i * step, 9)
+            x = self.x(t)
+            out.append(
+                f'<g class="tick" data-t="{_n(t)}"><line x1="{x}" y1="{y}" x2="{x}" '
+                f'y2="{y + 4}" stroke="#999"/><text x="{x}" y="{y + 14}" '
+                f'text-anchor="middle">{_tick(t)}</text></g>'
+            )
+        out.append(f'<text x="8" y="{y + 14}">time (s)</text></g>')
+        return out
 
     def _lane(self, name: str, marks: Sequence[Mark], y: float) -> list[str]:
         end = self.width - RIGHT + 14
@@ -280,7 +302,9 @@ class Marble:
                 self._span_end[y], self._span_row[y] = x1, row
                 sy = y + 19 + 6 * row
                 extra = (f'<path class="span" d="M{_n(x0)} {sy} v4 H{_n(x1)} v-4" fill="none" '
-                         f'stroke="#888"/>')  # fmt: skip
+                         f'stroke="#888"/><text class="span-label" x="{_n((x0 + x1) / 2)}" '
+                         f'y="{sy + 13}" font-size="9" fill="#666" text-anchor="middle">'
+                         f"[{_tick(v.start)}, {_tick(v.end)})</text>")  # fmt: skip
         elif isinstance(v, Late):
             text, cls, extra = self.label(v.event), "late", ""
         elif isinstance(v, list):
@@ -329,6 +353,27 @@ class Marble:
             parts.append(f'<text x="{_n(cursor + 2)}" y="{y + 4}">+{more}</text>')
         parts.append("</g>")
         return "".join(parts), left + w
+
+
+def tick_step(until: float, most: int = 10) -> float:
+    """A round time step (1, 2 or 5 times a power of ten) giving at most ``most`` ticks.
+
+    >>> tick_step(10), tick_step(9), tick_step(0.4), tick_step(250)
+    (1.0, 1.0, 0.05, 50.0)
+    """
+    if until <= 0:
+        return 1.0
+    raw = until / most
+    power = 10.0 ** math.floor(math.log10(raw))
+    for factor in (1, 2, 5, 10):
+        if factor * power >= raw - 1e-12:
+            return float(round(factor * power, 12))
+    return 10 * power  # pragma: no cover (10 always suffices)
+
+
+def _tick(t: float) -> str:
+    """A tick label: ``2``, ``0.25``, ``1.5`` (no float noise)."""
+    return f"{t:.6g}"
 
 
 def _n(x: float) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -116,3 +117,26 @@ def test_identity_pipeline_copies_input_and_positions_follow_time(
     xs = [text_x(g) for g in marbles]
     assert xs == sorted(xs) and len(xs) == len(inputs)
     assert all(x >= m.x(t) for x, (t, _) in zip(xs, inputs, strict=True))
+
+
+def test_a_time_axis_with_round_ticks_shows_when_things_happened() -> None:
+    m = marble(lambda s: s.pipe(batch(count=3, within=2.0)), [(1, "a"), (2, "b"), (6, "c")])
+    ticks = groups(m.svg, "tick")
+    times = [float(g.get("data-t") or "nan") for g in ticks]
+    steps = {round(b - a, 9) for a, b in itertools.pairwise(times)}
+    assert times[0] == 0 and len(steps) == 1
+    assert times[-1] <= m.until and len(times) <= 11
+    # a tick sits exactly where a marble emitted at that time sits
+    [tick3] = [g for g in ticks if g.get("data-t") == "3"]
+    assert [t.text for t in tick3.iter(f"{SVG}text")] == ["3"]
+    assert float(tick3.find(f"{SVG}line").get("x1")) == m.x(3)  # type: ignore[union-attr]
+
+
+def test_window_spans_are_labelled_with_their_bounds() -> None:
+    m = marble(
+        lambda s: s.pipe(tumbling(5.0, timestamp=lambda v: v, agg=count_of())),
+        [(1, 1.0), (2, 2.0), (7, 7.0)],
+    )
+    labels = [t.text for g in groups(m.svg, "window") for t in g.iter(f"{SVG}text")
+              if t.get("class") == "span-label"]  # fmt: skip
+    assert labels == ["[0, 5)", "[5, 10)"]
