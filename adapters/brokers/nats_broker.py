@@ -79,7 +79,7 @@ from .backoff import Backoff
 from .errors import PublishError
 from .feed import Emit, TaskFeeds, raise_if_cancelled
 from .follow import FollowingBroker
-from .foreign import SkippedEntries, UnreadableEntry, read_entry
+from .foreign import SkippedEntries, UnreadableEntry, own_event, read_entry
 from .livestart import LiveStarts, Pin
 from .nats_wire import (
     ATOMIC_BATCH_MAX,
@@ -94,7 +94,6 @@ from .nats_wire import (
     holes_from,
     judge,
     parse_ack_reply,
-    trusted_event,
 )
 from .positions import check_since
 from .url import BrokerSettings
@@ -106,7 +105,6 @@ _TRANSIENT = (nats.errors.Error, asyncio.TimeoutError, OSError)
 # Subjects at the per-subject limit looked up for their first message when resuming; past
 # this many, every deleted sequence after ``since`` counts (a gap reported early, never late).
 _MAX_SUBJECT_LOOKUPS = 256
-_MAX_KNOWN_SUBJECTS = 10_000  # subjects remembered as valid (then forgotten, all at once)
 # JetStream API error codes (nats-server's errors.json).
 _WRONG_LAST_MSG_ID = 10070
 _ATOMIC_DISABLED = 10174
@@ -186,7 +184,6 @@ class NatsBroker(FollowingBroker):
         self._every_subject = ""  # the pattern that takes every subject of the stream
         self._atomic_asked = False  # enabling allow_atomic on an existing stream: tried
         self._batch_limit = ATOMIC_BATCH_MAX
-        self._subjects: set[str] = set()  # subjects read_entry found valid
         self._feeds = TaskFeeds()
         self._live = LiveStarts()
 
@@ -657,15 +654,14 @@ class NatsBroker(FollowingBroker):
     def _read(self, msg: Msg, d: Delivery, epoch: str, strip: int) -> Event | None:
         """The event a delivered message stands for, or ``None`` (unreadable: counted).
 
-        What rxstreams stored is read by :func:`.nats_wire.trusted_event` once its subject
-        was seen valid; anything else (and any doubt) by :func:`.foreign.read_entry`."""
+        What rxstreams stored is read by :func:`.foreign.own_event` once its subject was
+        seen valid; anything else (and any doubt) by :func:`.foreign.read_entry`."""
+        subject = msg.subject[strip:]
+        event = own_event(msg.data, subject, (epoch, d.stream_seq))
+        if event is not None:
+            return event
         headers = msg.headers
         msg_id = headers.get(_MSG_ID) if headers else None
-        subject = msg.subject[strip:]
-        if msg_id is not None and subject in self._subjects:
-            event = trusted_event(msg.data, msg_id, subject, epoch, d.stream_seq)
-            if event is not None:
-                return event
         try:
             event = read_entry(
                 msg.data,
@@ -678,9 +674,6 @@ class NatsBroker(FollowingBroker):
         except UnreadableEntry as exc:
             self.skipped.note(exc)
             return None
-        if len(self._subjects) >= _MAX_KNOWN_SUBJECTS:
-            self._subjects.clear()
-        self._subjects.add(subject)  # read_entry found it a valid subject
         return event
 
     async def _follow(

@@ -22,11 +22,6 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import orjson
-
-from streams import Event
-from streams.event import set_position_in_place, set_subject_in_place
-
 __all__ = [
     "ATOMIC_BATCH_MAX",
     "BATCH_COMMIT",
@@ -43,7 +38,6 @@ __all__ = [
     "holes_from",
     "judge",
     "parse_ack_reply",
-    "trusted_event",
 ]
 
 # -- deliveries ----------------------------------------------------------------------------
@@ -173,71 +167,6 @@ def hole_between(after: int, upto: int, holes: Holes) -> int | None:
 def holes_from(deleted: Iterable[int], before: int | None, first_seq: int, covers: int) -> Holes:
     """A :class:`Holes` from the server's (unsorted) deleted list."""
     return Holes(tuple(sorted(deleted)), before, first_seq, covers)
-
-
-# -- reading what rxstreams itself stored -----------------------------------------------
-
-# The attributes an event stored by rxstreams has (``Event.encode()`` before publishing).
-_OWN_KEYS = frozenset(
-    {
-        "specversion",
-        "id",
-        "source",
-        "type",
-        "subject",
-        "time",
-        "datacontenttype",
-        "data",
-        "sequence",
-    }
-)
-
-
-def trusted_event(payload: bytes, msg_id: str, subject: str, epoch: str, seq: int) -> Event | None:
-    """The event rxstreams stored as ``payload`` (its ``Nats-Msg-Id`` header is the
-    event's id), stamped with ``subject`` and ``(epoch, seq)``; ``None`` for anything else,
-    which then goes through :func:`.foreign.read_entry`'s full reading.
-
-    Checks what a reader relies on (a CloudEvents 1.0 object with the attributes
-    rxstreams writes, of the right types) and skips what only a foreign writer could get
-    wrong (the timestamp's format, extension names), about a third of the cost.
-
-    >>> own = Event.create({"n": 1}, id="e1").encode()
-    >>> e = trusted_event(own, "e1", "a.b", "ep", 7)
-    >>> e.id, e.data, e.subject, e.sequence
-    ('e1', {'n': 1}, 'a.b', 'ep-7')
-    >>> trusted_event(own, "another id", "a.b", "ep", 7) is None
-    True
-    """
-    try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    if type(obj) is not dict or obj.get("id") != msg_id or obj.get("specversion") != "1.0":
-        return None
-    source, type_, time = obj.get("source"), obj.get("type"), obj.get("time")
-    content = obj.get("datacontenttype", "application/json")
-    if (
-        type(source) is not str
-        or not source
-        or type(type_) is not str
-        or not type_
-        or type(time) is not str
-        or type(content) is not str
-        or not obj.keys() <= _OWN_KEYS
-    ):
-        return None
-    event = Event(
-        id=msg_id,
-        source=source,
-        type=type_,
-        time=time,
-        datacontenttype=content,
-        data=obj.get("data"),
-    )
-    set_subject_in_place(event, subject)
-    set_position_in_place(event, (epoch, seq))
-    return event
 
 
 # -- atomic batch publish (NATS server 2.12+, ADR-50) --------------------------------------
