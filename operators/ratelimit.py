@@ -8,12 +8,20 @@ pass. ``mode="drop"`` discards an event when the bucket is empty (counted in
 when a token is available, using one timer for the head of the queue. Completion waits
 for the queue to drain. Operators assume one loop or thread.
 
+**Event time** (``timestamp=f``): the bucket refills by the events' own times instead of the
+clock, so the same events give the same verdicts however fast they arrive, in any process
+(what a keyed worker group needs to replay and hand a partition over). The bucket's clock
+is the largest time seen: an out-of-order event refills nothing and takes a token if one is
+left. Only ``mode="drop"``: nothing could release a delayed event before the next one.
+
 Snapshot (``name=``, default ``"rate_limit-<n>"``): the tokens in the bucket at snapshot time
 and, in delay mode, the queued events; the release timer is re-armed from them on restore.
+On event time: the tokens and the bucket's event time, as they are.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
@@ -21,7 +29,7 @@ from typing import Any, Literal, TypeVar
 from reactivex import Observable, abc
 
 from ._core import TICK, Chain, Spec, Stage, clock, default_scheduler, lean
-from ._snapshot import SnapshotStage, decode, encode
+from ._snapshot import SnapshotStage, decode, encode, finite
 from .policy import OnError, check_policy, make_handler
 
 __all__ = ["RateLimitError", "rate_limit"]
@@ -43,7 +51,8 @@ class _Bucket(SnapshotStage):
         self.scheduler = default_scheduler(spec.scheduler, chain.scheduler)
         self.now = clock(self.scheduler)
         self.tokens = float(spec.burst)
-        self.stamp = self.now()
+        self.timestamp = spec.timestamp
+        self.stamp = self.now() if self.timestamp is None else -math.inf
         self.queue: deque[Any] = deque()
         self.timer: abc.DisposableBase | None = None
         self.completed = False
@@ -51,12 +60,23 @@ class _Bucket(SnapshotStage):
         self.on_drop = spec.on_drop
 
     def refill(self) -> None:
-        now = self.now()
-        self.tokens = min(float(self.spec.burst), self.tokens + (now - self.stamp) * self.spec.rate)
-        self.stamp = now
+        self.refill_to(self.now())
+
+    def refill_to(self, now: float) -> None:
+        if now > self.stamp:
+            gained = (now - self.stamp) * self.spec.rate
+            self.tokens = min(float(self.spec.burst), self.tokens + gained)
+            self.stamp = now
 
     def on_next(self, value: Any) -> None:
-        self.refill()
+        if self.timestamp is None:
+            self.refill()
+        else:
+            try:
+                self.refill_to(float(self.timestamp(value)))
+            except Exception as exc:
+                self.handler(value, exc)
+                return
         if not self.queue and self.tokens >= 1:
             self.tokens -= 1
             self.down.on_next(value)
@@ -99,9 +119,14 @@ class _Bucket(SnapshotStage):
 
     def config(self) -> dict[str, Any]:
         spec = self.spec
-        return {"rate": spec.rate, "burst": spec.burst, "mode": spec.mode}
+        config: dict[str, Any] = {"rate": spec.rate, "burst": spec.burst, "mode": spec.mode}
+        if self.timestamp is not None:
+            config["event_time"] = True
+        return config
 
     def state(self) -> dict[str, Any]:
+        if self.timestamp is not None:
+            return {"tokens": self.tokens, "stamp": finite(self.stamp), "queue": []}
         tokens = min(
             float(self.spec.burst), self.tokens + (self.now() - self.stamp) * self.spec.rate
         )
@@ -110,6 +135,9 @@ class _Bucket(SnapshotStage):
     def load(self, state: dict[str, Any]) -> None:
         self.dispose()
         self.tokens, self.stamp = float(state["tokens"]), self.now()
+        if self.timestamp is not None:
+            stamp = state["stamp"]
+            self.stamp = -math.inf if stamp is None else float(stamp)
         self.queue.extend(decode(state["queue"]))
         self.arm()
 
@@ -133,14 +161,17 @@ class _RateSpec(Spec):
         scheduler: abc.SchedulerBase | None,
         on_error: OnError,
         stage_name: str | None = None,
+        timestamp: Callable[[Any], float] | None = None,
     ) -> None:
-        self.stage_name = stage_name
+        self.stage_name, self.timestamp = stage_name, timestamp
         if not rate > 0:
             raise ValueError(f"rate must be > 0 events/second, got {rate}")
         if burst < 1:
             raise ValueError(f"burst must be >= 1, got {burst}")
         if mode not in ("drop", "delay"):
             raise ValueError(f"mode must be 'drop' or 'delay', got {mode!r}")
+        if mode == "delay" and timestamp is not None:
+            raise ValueError("an event-time rate_limit (timestamp=) can only drop: mode='drop'")
         self.rate, self.burst, self.mode, self.max_queue = rate, burst, mode, max_queue
         self.on_drop, self.scheduler = on_drop, scheduler
         self.on_error = check_policy(on_error)
@@ -159,8 +190,10 @@ def rate_limit(
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
     name: str | None = None,
+    timestamp: Callable[[T], float] | None = None,
 ) -> Callable[[Observable[T]], Observable[T]]:
-    """Let at most ``rate`` events per second through, with bursts up to ``burst``.
+    """Let at most ``rate`` events per second through, with bursts up to ``burst``; seconds
+    of the scheduler's clock, or of the events' own times with ``timestamp=`` (drop only).
 
     >>> from streams import from_iterable
     >>> from reactivex.testing import TestScheduler
@@ -171,5 +204,13 @@ def rate_limit(
     4
     >>> got
     [1, 2]
+    >>> from_iterable([0, 0, 0, 1.5, 1.6, 9]).pipe(
+    ...     rate_limit(1.0, burst=2, timestamp=float)).subscribe(print)  # doctest: +ELLIPSIS
+    0
+    0
+    1.5
+    9
+    <...>
     """
-    return lean(_RateSpec(rate, burst, mode, max_queue, on_drop, scheduler, on_error, name))
+    spec = _RateSpec(rate, burst, mode, max_queue, on_drop, scheduler, on_error, name, timestamp)
+    return lean(spec)

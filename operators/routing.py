@@ -16,11 +16,12 @@ import itertools
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from . import state as collection
 from ._core import TICK, Chain, Spec, Stage, clock, default_scheduler, lean
 from ._snapshot import SnapshotStage, decode, encode
 from .policy import OnError, check_policy, make_handler
@@ -46,6 +47,19 @@ class UnroutableError(LookupError):
     """An event matched no branch in strict mode (no ``unmatched`` branch)."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """How a branch ended: with ``error``, or completed when it is ``None``."""
+
+    error: Exception | None
+
+    def tell(self, observer: abc.ObserverBase[Any]) -> None:
+        if self.error is not None:
+            observer.on_error(self.error)
+        else:
+            observer.on_completed()
+
+
 class _Branch(Observable[Any]):
     """A hot output: delivers to its current subscribers, no locks, no copying per event."""
 
@@ -53,18 +67,14 @@ class _Branch(Observable[Any]):
         super().__init__()
         self.name = name
         self.observers: list[abc.ObserverBase[Any]] = []
-        self.done: tuple[str, Exception | None] | None = None
+        self.done: _Ended | None = None
         self.on_unsubscribed = on_unsubscribed  # called when the last subscriber leaves
 
     def _subscribe_core(
         self, observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
         if self.done is not None:
-            kind, error = self.done
-            if kind == "E":
-                observer.on_error(error)  # type: ignore[arg-type]
-            else:
-                observer.on_completed()
+            self.done.tell(observer)
             return Disposable()
         self.observers = [*self.observers, observer]
 
@@ -87,13 +97,10 @@ class _Branch(Observable[Any]):
     def end(self, error: Exception | None) -> None:
         if self.done is not None:
             return
-        self.done = ("E", error) if error is not None else ("C", None)
+        self.done = ended = _Ended(error)
         observers, self.observers = self.observers, []
         for o in observers:
-            if error is not None:
-                o.on_error(error)
-            else:
-                o.on_completed()
+            ended.tell(o)
 
 
 class Branches(Mapping[Any, Observable[T]], Generic[T]):
@@ -338,11 +345,28 @@ def publish_to(
 # -- grouping with expiry ------------------------------------------------------------------
 
 
-class Group(NamedTuple, Generic[K, T]):
-    """One group: its key and a hot observable of its events (subscribe on arrival)."""
+class Group(Observable[T], Generic[K, T]):
+    """One group: an observable of the events of one ``key`` (as reactivex's
+    ``GroupedObservable``). It is hot: subscribe when the group arrives (``group.pipe(...)``
+    in a ``flat_map``), or its first events are missed. ``group.events`` is the group itself,
+    for code written when a group was a ``(key, events)`` pair."""
 
-    key: K
-    events: Observable[T]
+    def __init__(self, key: K, branch: _Branch) -> None:
+        super().__init__()
+        self.key = key
+        self._branch = branch
+
+    @property
+    def events(self) -> Observable[T]:
+        return self
+
+    def _subscribe_core(
+        self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        return self._branch._subscribe_core(observer, scheduler)
+
+    def __repr__(self) -> str:
+        return f"Group(key={self.key!r})"
 
 
 @dataclass(slots=True)
@@ -354,6 +378,7 @@ class _GroupState:
     timer: abc.DisposableBase | None = None
     due: float = 0.0  # when the timer fires; groups due together expire in arming order
     armed: int = 0
+    label: str = ""  # the key as nested stage names show it (operators.state.part_label)
 
 
 class _Detached:
@@ -385,6 +410,7 @@ class _Groups(SnapshotStage):
         self.handler = make_handler(spec.on_error, self.fail)
         self.groups: dict[Any, _GroupState] = {}
         self.detached = False  # the outer subscription is gone; groups still subscribed go on
+        self.into = collection.current()  # where the groups' own pipelines register stages
 
     def on_next(self, value: Any) -> None:
         try:
@@ -399,7 +425,7 @@ class _Groups(SnapshotStage):
             g = self.groups[k] = _GroupState(_Branch(k, self.unsubscribed), self.now())
             if self.spec.expire_after is not None:
                 self.arm(k, g, self.spec.expire_after)
-            self.down.on_next(Group(k, g.branch))
+            self.announce(k, g)
         else:
             g.last_seen = self.now()
         g.branch.on_next(value)
@@ -413,14 +439,29 @@ class _Groups(SnapshotStage):
             self.arm(k, g, left)
         else:
             del self.groups[k]
-            g.branch.end(None)
+            self.close(g, None)
             self.unsubscribed()
+
+    def announce(self, k: Any, g: _GroupState) -> None:
+        """Emit the group. Downstream subscribes its pipeline now, whose stateful stages
+        register under this stage's name and the key (``users["ada"]/rate_limit-0``), so a
+        keyed worker snapshots and restores them with this stage."""
+        if self.into is not None:
+            g.label = collection.part_label(k)
+        with collection.inside(self.into, self.registered_as, g.label):
+            self.down.on_next(Group(k, g.branch))
+
+    def close(self, g: _GroupState, error: Exception | None) -> None:
+        """End a group; its pipeline's stages leave the collection with it."""
+        g.branch.end(error)
+        collection.forget(self.into, self.registered_as, g.label)
 
     def arm(self, k: Any, g: _GroupState, seconds: float) -> None:
         g.due, g.armed = self.now() + seconds, next(self.armed)
         g.timer = self.after(self.scheduler, seconds, lambda: self.check(k))
 
-    # -- snapshot: the open groups (keys, idle time, expiry timer), not their subscribers --
+    # -- snapshot: the open groups (keys, idle time, expiry timer); their pipelines' stages
+    # -- are snapshotted by name beside this one (operators.state, nested stages)
     def config(self) -> dict[str, Any]:
         return {"expire_after": self.spec.expire_after}
 
@@ -441,8 +482,9 @@ class _Groups(SnapshotStage):
 
     def load(self, state: dict[str, Any]) -> None:
         """Reopen the groups and announce each again (a new :class:`Group` downstream), so
-        downstream subscribes to them as it did before the snapshot; their expiry clocks go
-        on where they stopped."""
+        downstream subscribes to them as it did before the snapshot (and their pipelines'
+        stages register, to be restored next by :func:`operators.state.restore_all`); their
+        expiry clocks go on where they stopped."""
         self.end_all(None)
         now, timers = self.now(), []
         for key, idle_for, timer in state["groups"]:
@@ -453,14 +495,14 @@ class _Groups(SnapshotStage):
         for _, left, k, g in sorted(timers, key=lambda t: t[0]):
             self.arm(k, g, max(left, 0.0))
         for k, g in list(self.groups.items()):
-            self.down.on_next(Group(k, g.branch))
+            self.announce(k, g)
 
     def end_all(self, error: Exception | None) -> None:
         groups, self.groups = self.groups, {}
         for g in groups.values():
             if g.timer is not None:
                 g.timer.dispose()
-            g.branch.end(error)
+            self.close(g, error)
 
     def on_completed(self) -> None:
         self.end_all(None)
@@ -526,16 +568,22 @@ def group_by_key(
     and end with the source; events of new keys are dropped, and upstream is unsubscribed
     once the last group subscriber has gone. A group without subscribers holds nothing.
 
+    Each :class:`Group` is an observable with a ``.key`` (like reactivex's
+    ``GroupedObservable``): attach a pipeline to it as it arrives, typically
+    ``ops.flat_map(lambda g: g.pipe(rate_limit(...)))``.
+
     Snapshot (``name=``, default ``"group_by_key-<n>"``): the open groups (key, time since
-    its last event, time left on its expiry timer). The groups' own pipelines are user code
-    subscribed after the pipeline is, so their state is *not* in the snapshot: restore
-    reopens each group and emits its :class:`Group` again, in the original order, so
-    downstream subscribes to it afresh; keep per-key state in keyed operators
-    (``batch_by_key``, windows with ``key=``) to have it restored.
+    its last event, time left on its expiry timer). The stateful stages of the pipelines
+    subscribed to a group when it arrives are snapshotted beside it under a key-scoped name,
+    ``"<name>[<key as JSON>]/<stage>"`` (``users["ada"]/rate_limit-0``). Restore reopens each
+    group and emits its :class:`Group` again, in the original order, so downstream
+    subscribes to it afresh, then restores those stages before any event reaches them: a
+    per-user rate limit survives a handover. (Subscribe on arrival: a pipeline attached to
+    a group later is not collected.)
 
     >>> import reactivex
     >>> def show(g):
-    ...     _ = g.events.subscribe(lambda x: print(g.key, x))
+    ...     _ = g.subscribe(lambda x: print(g.key, x))
     >>> _ = reactivex.of("a1", "b1", "a2").pipe(group_by_key(lambda s: s[0])).subscribe(show)
     a a1
     b b1

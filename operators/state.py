@@ -10,6 +10,14 @@ state); the runtime collects what registers while it subscribes the pipeline
 Names are stable when the pipeline is built the same way in every process: an explicit name,
 or ``"<kind>-<n>"`` numbered in subscription order.
 
+**Nested stages.** A stage that subscribes user pipelines while events flow
+(``group_by_key``: each group's ``group.pipe(...)`` is subscribed when the group opens) keeps
+the collection it was built in (:func:`current`) and registers what those pipelines hold
+:func:`inside` it, under ``<owner>[<part>]/<name>``: ``group_by_key-0["ada"]/rate_limit-0``
+is the first ``rate_limit`` of user ``ada``'s group. It drops them (:func:`forget`) when the
+group ends. :func:`restore_all` restores the owner first (which reopens its groups, so their
+pipelines subscribe and register again), then what registered meanwhile, before any event.
+
 >>> class Counter:
 ...     def __init__(self):
 ...         self.n = 0
@@ -31,15 +39,22 @@ True
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "Collection",
     "StageNameError",
     "StageSetError",
     "Stateful",
     "collecting",
+    "current",
+    "forget",
+    "inside",
+    "part_label",
     "register",
     "restore_all",
     "snapshot_all",
@@ -68,20 +83,33 @@ class StageSetError(ValueError):
     """A snapshot restored into a pipeline whose stateful stages are not the same set."""
 
 
-_current: ContextVar[dict[str, Stateful] | None] = ContextVar("rx_stateful_stages", default=None)
+@dataclass(frozen=True, slots=True)
+class Collection:
+    """The stages of one pipeline being collected (name -> stage), and the prefix the names
+    registered now get (``""`` at the top, ``"<owner>[<part>]/"`` inside a nested stage)."""
+
+    stages: dict[str, Stateful]
+    prefix: str = ""
+
+
+_current: ContextVar[Collection | None] = ContextVar("rx_stateful_stages", default=None)
 
 
 def register(stage: Stateful, name: str | None = None, kind: str | None = None) -> str | None:
     """Record ``stage`` in the collection in progress under ``name`` (or ``"<kind>-<n>"``,
-    ``kind`` defaulting to the class name in lower case); returns the name, or ``None`` when
-    nothing is collecting (a pipeline run outside a keyed worker)."""
-    stages = _current.get()
-    if stages is None:
+    ``kind`` defaulting to the class name in lower case), prefixed inside a nested stage;
+    returns the full name, or ``None`` when nothing is collecting (a pipeline run outside a
+    keyed worker)."""
+    into = _current.get()
+    if into is None:
         return None
+    stages = into.stages
     if name is None:
-        base = kind or type(stage).__name__.lower()
+        base = into.prefix + (kind or type(stage).__name__.lower())
         n = sum(1 for k in stages if k.rpartition("-")[0] == base)
         name = f"{base}-{n}"
+    else:
+        name = into.prefix + name
     if name in stages:
         raise StageNameError(f"two stateful stages are named {name!r}")
     stages[name] = stage
@@ -92,11 +120,61 @@ def register(stage: Stateful, name: str | None = None, kind: str | None = None) 
 def collecting() -> Iterator[dict[str, Stateful]]:
     """Collect the stages that :func:`register` while the block runs (name -> stage)."""
     stages: dict[str, Stateful] = {}
-    token = _current.set(stages)
+    token = _current.set(Collection(stages))
     try:
         yield stages
     finally:
         _current.reset(token)
+
+
+def current() -> Collection | None:
+    """The collection in progress (``None`` outside one): what a nested stage keeps when it
+    is built, to register its inner pipelines' stages later, when events open them."""
+    return _current.get()
+
+
+def part_label(part: object) -> str:
+    """A stable text for a part of a nested stage (a group's key): compact JSON, tuples as
+    lists, anything else by ``repr``.
+
+    >>> part_label(("r1", "ada")), part_label(7)
+    ('["r1","ada"]', '7')
+    """
+    return json.dumps(part, separators=(",", ":"), ensure_ascii=False, default=repr)
+
+
+def _prefix(owner: str, part: str) -> str:
+    return f"{owner}[{part}]/"
+
+
+@contextlib.contextmanager
+def inside(into: Collection | None, owner: str | None, part: str) -> Iterator[None]:
+    """Stages registering in the block go into ``into`` as ``"<owner>[<part>]/<name>"``;
+    nowhere when ``into`` or ``owner`` is ``None`` (the owner is not collected: its inner
+    stages must not pass for top-level ones)."""
+    scoped = None
+    if into is not None and owner is not None:
+        scoped = Collection(into.stages, _prefix(owner, part))
+    token = _current.set(scoped)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def forget(into: Collection | None, owner: str | None, part: str) -> None:
+    """Drop the stages registered :func:`inside` ``owner``'s ``part`` (it has ended)."""
+    if into is None or owner is None:
+        return
+    prefix = _prefix(owner, part)
+    for name in [n for n in into.stages if n.startswith(prefix)]:
+        del into.stages[name]
+
+
+def _owner(name: str) -> str:
+    """The top-level stage a nested name belongs to (the name itself when not nested)."""
+    head, sep, _ = name.partition("[")
+    return head if sep and "]/" in name else name
 
 
 def snapshot_all(stages: dict[str, Stateful]) -> dict[str, Any]:
@@ -106,12 +184,26 @@ def snapshot_all(stages: dict[str, Stateful]) -> dict[str, Any]:
 
 def restore_all(stages: dict[str, Stateful], state: dict[str, Any]) -> None:
     """Restore every stage by name; :class:`StageSetError` unless the snapshot holds exactly
-    the stages of this pipeline (a stage added, removed or renamed since it was taken)."""
-    missing, extra = sorted(set(stages) - set(state)), sorted(set(state) - set(stages))
+    the stages of this pipeline (a stage added, removed or renamed since it was taken).
+
+    Nested stages (see the module docstring) are not there yet when this starts: restoring
+    their owner registers them, and they are restored in turn, before any event."""
+    top = {n for n in stages if _owner(n) == n}
+    nested = {n for n in state if _owner(n) != n and _owner(n) in top}
+    missing, extra = sorted(top - set(state)), sorted(set(state) - top - nested)
     if missing or extra:
         raise StageSetError(
             f"the snapshot does not fit this pipeline: it has no state for {missing} "
             f"and has state for {extra}, which this pipeline lacks"
         )
-    for name, stage in stages.items():
-        stage.restore(state[name])
+    done: set[str] = set()
+    while pending := [n for n in stages if n not in done]:
+        for name in pending:
+            if name not in stages:  # in a group that its owner's restore ended
+                continue
+            if name not in state:
+                raise StageSetError(f"the snapshot has no state for the nested stage {name!r}")
+            stages[name].restore(state[name])
+            done.add(name)
+    if left := sorted(set(state) - done):
+        raise StageSetError(f"the snapshot has state for {left}, which this pipeline lacks")

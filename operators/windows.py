@@ -12,7 +12,12 @@
   window closed without ever opening counts too: after ``25`` in ``tumbling(10)``, ``3``
   is late. The watermark is one for the whole stream, but sessions merge per key, so an
   event extending its key's open session is never late. An event late for some of its
-  sliding windows counts in the others. Late events go to ``late`` (an observer such as a
+  sliding windows counts in the others. With ``watermark="per_key"`` (event time and
+  ``key=`` needed) each key has its own watermark, from that key's events only: a key's
+  windows close and its late events are judged whatever the other keys do, so a keyed
+  pipeline gives the same answers when its keys are spread over the partitions of a keyed
+  worker group (a stream-wide watermark would advance differently in each partition). Late
+  events go to ``late`` (an observer such as a
   ``Subject``, or a callable); without one they are emitted in the main output wrapped as
   :class:`Late`. Never silently dropped. After an idle close or a processing-time close the
   watermark is at least the end of every window emitted, so no window is emitted twice.
@@ -28,10 +33,11 @@ Operators assume one loop or thread.
 
 Snapshot (``name=``, default ``"tumbling-<n>"``, ``"sliding-<n>"``, ``"session-<n>"``): the
 open windows in the order they will close (key, window index or session bounds, items),
-with sessions per key in their merge order; the watermark; with ``idle``, the processing
-time since the last event. Event times are kept as they are; on processing time (no
-``timestamp``) every time is kept relative to the snapshot, and open windows are restored
-onto this process's clock grid at the same distance from their end (rounded to a window).
+with sessions per key in their merge order; the watermark (per key: ``marks``, each key's);
+with ``idle``, the processing time since the last event. Event times are kept as they are;
+on processing time (no ``timestamp``) every time is kept relative to the snapshot, and open
+windows are restored onto this process's clock grid at the same distance from their end
+(rounded to a window).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from reactivex import Observable, abc
 
@@ -65,6 +71,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+Watermark = Literal["stream", "per_key"]
 
 
 class Window(NamedTuple):
@@ -189,6 +196,19 @@ class _Grid:
 
 
 @dataclass(slots=True)
+class _Lane:
+    """A watermark and the open windows it closes (end-ordered heap): one for the stream,
+    or one per key with ``watermark="per_key"``.
+
+    Every window ending at or before the watermark is closed: it is the largest timestamp
+    seen minus ``lateness``, or the end of the last window emitted (on completion, idle
+    close or a processing-time tick), whichever is larger."""
+
+    watermark: float = -math.inf
+    heap: list[tuple[float, int, _Pane | _Session]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class _Pane:
     """One open tumbling or sliding window."""
 
@@ -211,6 +231,11 @@ class _Session:
     merged: bool = False
 
 
+def _stale(end: float, w: _Pane | _Session) -> bool:
+    """A heap entry left behind by a merged, extended or emitted window."""
+    return end != w.end or not w.items or (isinstance(w, _Session) and w.merged)
+
+
 class _Windows(SnapshotStage):
     def __init__(self, down: Any, chain: Chain, spec: _WindowSpec) -> None:
         super().__init__(down, chain)
@@ -222,12 +247,10 @@ class _Windows(SnapshotStage):
         self.handler = make_handler(spec.on_error, self.fail)
         self.panes: dict[tuple[Any, int], _Pane] = {}
         self.sessions: dict[Any, list[_Session]] = {}
-        self.heap: list[tuple[float, int, _Pane | _Session]] = []
         self.seq = itertools.count()
-        # Every window ending at or before the watermark is closed: it is the largest
-        # timestamp seen minus ``lateness``, or the end of the last window emitted
-        # (on completion, idle close or a processing-time tick), whichever is larger.
-        self.watermark = -math.inf
+        self.per_key = spec.watermark == "per_key"
+        self.lane = _Lane()  # the stream's (unused per key)
+        self.lanes: dict[Any, _Lane] = {}  # per key
         self.timer: abc.DisposableBase | None = None
         self.timer_due = math.inf
         self.last_event = 0.0
@@ -247,7 +270,7 @@ class _Windows(SnapshotStage):
             return
         self.place(k, t, value, value)
         if spec.timestamp is not None:
-            self.advance(t - spec.lateness)
+            self.advance(t - spec.lateness, k)
             if spec.idle is not None:
                 self.last_event = self.now()
                 if self.timer is None:
@@ -266,47 +289,62 @@ class _Windows(SnapshotStage):
         hash(k)
         return t, k
 
+    def lane_of(self, k: Any) -> _Lane:
+        """The watermark ``k`` follows: the stream's, or its own with ``per_key``."""
+        if not self.per_key:
+            return self.lane
+        lane = self.lanes.get(k)
+        if lane is None:
+            lane = self.lanes[k] = _Lane()
+        return lane
+
+    def all_lanes(self) -> list[_Lane]:
+        return list(self.lanes.values()) if self.per_key else [self.lane]
+
     def place(self, k: Any, t: float, item: Any, event: Any) -> None:
         """Put ``item`` in its windows, or ``event`` in the late output."""
+        lane = self.lane_of(k)
         if self.spec.kind == "session":
-            placed = self.join_session(k, t, item)
+            placed = self.join_session(lane, k, t, item)
         else:
-            placed = self.assign(k, t, item)
+            placed = self.assign(lane, k, t, item)
         if not placed:
             self.late(event)
 
-    def advance(self, watermark: float) -> None:
-        if watermark > self.watermark:
-            self.watermark = watermark
-            self.close_through(watermark)
+    def advance(self, watermark: float, k: Any = None) -> None:
+        lane = self.lane_of(k)
+        if watermark > lane.watermark:
+            lane.watermark = watermark
+            self.close_through(lane, watermark)
 
     def follow_clock(self, now: float) -> None:
         """Processing time: one timer, armed for the earliest open window end."""
-        if self.heap and self.heap[0][0] < self.timer_due:
-            self.arm(self.heap[0][0] - now, self.tick)
+        heap = self.lane.heap
+        if heap and heap[0][0] < self.timer_due:
+            self.arm(heap[0][0] - now, self.tick)
 
-    def assign(self, k: Any, t: float, value: Any) -> bool:
+    def assign(self, lane: _Lane, k: Any, t: float, value: Any) -> bool:
         """Add ``value`` to each of its windows still open; False if none is (late)."""
         placed = False
         for i in self.grid.indexes(t):
             w = self.panes.get((k, i))
             if w is None:
                 start, end = self.grid.bounds(i)
-                if end <= self.watermark:
+                if end <= lane.watermark:
                     continue
                 w = self.panes[(k, i)] = _Pane(k, i, start, end)
-                heapq.heappush(self.heap, (end, next(self.seq), w))
+                heapq.heappush(lane.heap, (end, next(self.seq), w))
             w.items.append(value)
             placed = True
         return placed
 
-    def join_session(self, k: Any, t: float, value: Any) -> bool:
+    def join_session(self, lane: _Lane, k: Any, t: float, value: Any) -> bool:
         """Merge ``value`` into its key's open sessions within ``gap``; False if it is late."""
         gap = self.spec.size
         mine = self.sessions.get(k)
         near = [s for s in mine if s.start - gap < t < s.end] if mine else []
         if not near:
-            if t + gap <= self.watermark:
+            if t + gap <= lane.watermark:
                 return False
             w = _Session(k, t, t, t + gap)
             self.sessions.setdefault(k, []).append(w)
@@ -320,19 +358,32 @@ class _Windows(SnapshotStage):
         w.items.append(value)
         w.start, w.last = min(w.start, t), max(w.last, t)
         w.end = w.last + gap
-        heapq.heappush(self.heap, (w.end, next(self.seq), w))
+        heapq.heappush(lane.heap, (w.end, next(self.seq), w))
         return True
 
     # -- closing --------------------------------------------------------------------
-    def close_through(self, watermark: float) -> None:
-        heap = self.heap
+    def close_through(self, lane: _Lane, watermark: float) -> None:
+        heap = lane.heap
         while heap and heap[0][0] <= watermark and not self.chain.stopped:
             end, _, w = heapq.heappop(heap)
-            if end != w.end or not w.items or (isinstance(w, _Session) and w.merged):
-                continue  # stale entry of a merged or extended session
-            self.emit(w)
+            if not _stale(end, w):
+                self.emit(lane, w)
 
-    def emit(self, w: _Pane | _Session) -> None:
+    def close_all(self) -> None:
+        """Emit every open window, in end order (across keys too)."""
+        if not self.per_key:
+            self.close_through(self.lane, math.inf)
+            return
+        entries = sorted(e for lane in self.lanes.values() for e in lane.heap)
+        for lane in self.lanes.values():
+            lane.heap = []
+        for end, _, w in entries:
+            if self.chain.stopped:
+                return
+            if not _stale(end, w):
+                self.emit(self.lanes[w.key], w)
+
+    def emit(self, lane: _Lane, w: _Pane | _Session) -> None:
         if isinstance(w, _Session):
             mine = self.sessions[w.key]
             mine.remove(w)
@@ -340,7 +391,7 @@ class _Windows(SnapshotStage):
                 del self.sessions[w.key]
         else:
             del self.panes[(w.key, w.index)]
-        self.watermark = max(self.watermark, w.end)
+        lane.watermark = max(lane.watermark, w.end)
         items, w.items = w.items, []
         try:
             value = self.spec.agg(items)
@@ -365,19 +416,20 @@ class _Windows(SnapshotStage):
         self.timer = self.after(self.scheduler, delay, fire)
 
     def tick(self) -> None:
-        self.close_through(self.now() + TICK)
-        if self.heap and not self.chain.stopped:
-            self.arm(self.heap[0][0] - self.now(), self.tick)
+        self.close_through(self.lane, self.now() + TICK)
+        heap = self.lane.heap
+        if heap and not self.chain.stopped:
+            self.arm(heap[0][0] - self.now(), self.tick)
 
     def idle_check(self) -> None:
         left = self.last_event + self.spec.idle - self.now()  # type: ignore[operator]
         if left > TICK:
             self.arm(left, self.idle_check)
         else:
-            self.close_through(math.inf)
+            self.close_all()
 
     def on_completed(self) -> None:
-        self.close_through(math.inf)
+        self.close_all()
         super().on_completed()
 
     def dispose(self) -> None:
@@ -388,16 +440,19 @@ class _Windows(SnapshotStage):
     # -- snapshot -------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         spec = self.spec
-        return {"size": spec.size, "step": spec.step, "lateness": spec.lateness,
-                "idle": spec.idle, "event_time": spec.timestamp is not None}  # fmt: skip
+        config: dict[str, Any] = {"size": spec.size, "step": spec.step, "lateness": spec.lateness,
+                  "idle": spec.idle, "event_time": spec.timestamp is not None}  # fmt: skip
+        if self.per_key:
+            config["watermark"] = "per_key"
+        return config
 
     def closing_order(self) -> list[_Pane | _Session]:
         """The open windows in the order the heap will emit them."""
         seen: set[int] = set()
         out: list[_Pane | _Session] = []
-        for end, _, w in sorted(self.heap, key=lambda e: (e[0], e[1])):
-            stale = end != w.end or not w.items or (isinstance(w, _Session) and w.merged)
-            if not stale and id(w) not in seen:
+        entries = [e for lane in self.all_lanes() for e in lane.heap]
+        for end, _, w in sorted(entries, key=lambda e: (e[0], e[1])):
+            if not _stale(end, w) and id(w) not in seen:
                 seen.add(id(w))
                 out.append(w)
         return out
@@ -424,8 +479,11 @@ class _Windows(SnapshotStage):
         idle = None
         if self.spec.idle is not None and self.timer is not None:
             idle = now - self.last_event
-        mark = finite(self.watermark) if event_time else rel(self.watermark, now)
-        return {"watermark": mark, "panes": panes, "sessions": sessions, "idle_for": idle}
+        mark = finite(self.lane.watermark) if event_time else rel(self.lane.watermark, now)
+        body = {"watermark": mark, "panes": panes, "sessions": sessions, "idle_for": idle}
+        if self.per_key:
+            body["marks"] = [[encode(k), finite(lane.watermark)] for k, lane in self.lanes.items()]
+        return body
 
     def load(self, state: dict[str, Any]) -> None:
         _Windows.dispose(self)  # the timer only (a join's dispose also drops its other side)
@@ -435,7 +493,9 @@ class _Windows(SnapshotStage):
         def at(t: float) -> float:
             return t + shift
 
-        self.panes, self.sessions, self.heap = {}, {}, []
+        self.panes, self.sessions, self.lane, self.lanes = {}, {}, _Lane(), {}
+        for key, mark in state.get("marks", []):
+            self.lane_of(decode(key)).watermark = -math.inf if mark is None else mark
         ranked: list[tuple[int, _Pane | _Session]] = []
         for r, key, where, items in state["panes"]:
             k = decode(key)
@@ -451,15 +511,16 @@ class _Windows(SnapshotStage):
                 got.append(w)
                 ranked.append((r, w))
         for _, window in sorted(ranked, key=lambda e: e[0]):
-            heapq.heappush(self.heap, (window.end, next(self.seq), window))
+            heapq.heappush(self.lane_of(window.key).heap, (window.end, next(self.seq), window))
         mark = state["watermark"]
-        self.watermark = (-math.inf if mark is None else mark) if event_time else unrel(mark, now)
+        stream_mark = -math.inf if mark is None else mark
+        self.lane.watermark = stream_mark if event_time else unrel(mark, now)
         idle, idle_for = self.spec.idle, state["idle_for"]
         if idle is not None and idle_for is not None:
             self.last_event = now - idle_for
             self.arm(max(idle - idle_for, 0.0), self.idle_check)
-        elif not event_time and self.heap:
-            self.arm(self.heap[0][0] - now, self.tick)
+        elif not event_time and self.lane.heap:
+            self.arm(self.lane.heap[0][0] - now, self.tick)
 
 
 class _WindowSpec(Spec):
@@ -477,8 +538,13 @@ class _WindowSpec(Spec):
         scheduler: abc.SchedulerBase | None,
         on_error: OnError,
         stage_name: str | None = None,
+        watermark: str = "stream",
     ) -> None:
-        self.stage_name = stage_name
+        self.stage_name, self.watermark = stage_name, watermark
+        if watermark not in ("stream", "per_key"):
+            raise ValueError(f"watermark must be 'stream' or 'per_key', got {watermark!r}")
+        if watermark == "per_key" and (key is None or timestamp is None):
+            raise ValueError("watermark='per_key' needs event time: give key= and timestamp=")
         if not size > 0 or not step > 0:
             raise ValueError(f"window size and step must be > 0, got {size}, {step}")
         if lateness < 0:
@@ -511,6 +577,7 @@ def tumbling(
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
     name: str | None = None,
+    watermark: Watermark = "stream",
 ) -> Callable[[Observable[T]], Observable[Window | Late[T]]]:
     """Fixed, non-overlapping windows ``[n*size, (n+1)*size)``.
 
@@ -522,10 +589,23 @@ def tumbling(
     3
     Window(key=None, start=10.0, end=20.0, value=1)
     <...>
+
+    Per key, each key's own events close its windows (``watermark="per_key"``): ``b``'s
+    time 25 neither closes ``a``'s window nor makes ``a``'s 3 late.
+
+    >>> events = [("a", 1), ("b", 25), ("a", 3), ("a", 12)]
+    >>> reactivex.from_iterable(events).pipe(tumbling(
+    ...     10, key=lambda e: e[0], timestamp=lambda e: e[1], agg=count_of(),
+    ...     watermark="per_key")).subscribe(print)  # doctest: +ELLIPSIS
+    Window(key='a', start=0.0, end=10.0, value=2)
+    Window(key='a', start=10.0, end=20.0, value=1)
+    Window(key='b', start=20.0, end=30.0, value=1)
+    <...>
     """
     return _window(
         "tumbling", size, size, key=key, timestamp=timestamp, lateness=lateness, idle=idle,
         agg=agg, late=late, scheduler=scheduler, on_error=on_error, name=name,
+        watermark=watermark,
     )  # fmt: skip
 
 
@@ -542,6 +622,7 @@ def sliding(
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
     name: str | None = None,
+    watermark: Watermark = "stream",
 ) -> Callable[[Observable[T]], Observable[Window | Late[T]]]:
     """Overlapping windows ``[k*step, k*step + size)`` (an event is in each of its windows).
 
@@ -567,6 +648,7 @@ def sliding(
     return _window(
         "sliding", size, step, key=key, timestamp=timestamp, lateness=lateness, idle=idle,
         agg=agg, late=late, scheduler=scheduler, on_error=on_error, name=name,
+        watermark=watermark,
     )  # fmt: skip
 
 
@@ -582,6 +664,7 @@ def session(
     scheduler: abc.SchedulerBase | None = None,
     on_error: OnError = "fail",
     name: str | None = None,
+    watermark: Watermark = "stream",
 ) -> Callable[[Observable[T]], Observable[Window | Late[T]]]:
     """Activity sessions: events closer than ``gap`` share a window ending ``gap`` after
     the last one. An event whose session would end at or before an emitted window's end
@@ -597,4 +680,5 @@ def session(
     return _window(
         "session", gap, gap, key=key, timestamp=timestamp, lateness=lateness, idle=idle,
         agg=agg, late=late, scheduler=scheduler, on_error=on_error, name=name,
+        watermark=watermark,
     )  # fmt: skip
