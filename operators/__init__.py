@@ -19,6 +19,8 @@ the running asyncio loop's), so they are testable with ``reactivex.testing.TestS
 """
 
 from . import instrument
+from ._snapshot import SnapshotError
+from .backoff import Backoff
 from .basic import select, where
 from .batching import batch, batch_by_key, encoded_size
 from .codec import CodecError, encode_json, parse_json
@@ -39,6 +41,7 @@ from .routing import (
     route_when,
     stable_hash,
 )
+from .state import StageNameError, StageSetError
 from .timing import debounce, sample, throttle
 from .windows import (
     Late,
@@ -55,6 +58,7 @@ from .windows import (
 )
 
 __all__ = [
+    "Backoff",
     "Branches",
     "CodecError",
     "DeadLetter",
@@ -62,6 +66,9 @@ __all__ = [
     "Late",
     "OnError",
     "RateLimitError",
+    "SnapshotError",
+    "StageNameError",
+    "StageSetError",
     "UnroutableError",
     "Window",
     "backoff_delays",

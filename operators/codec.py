@@ -15,13 +15,15 @@ from typing import Any
 import orjson
 from reactivex import Observable
 
+from streams.errors import InvalidInput
+
 from ._core import PureSpec, lean
 from .policy import OnError
 
 __all__ = ["CodecError", "encode_json", "parse_json"]
 
 
-class CodecError(ValueError):
+class CodecError(InvalidInput):
     """Input that cannot be decoded or encoded; ``reason`` says why, ``sample`` shows it."""
 
     def __init__(self, reason: str, sample: Any) -> None:

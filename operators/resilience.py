@@ -14,9 +14,10 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable, SerialDisposable
 
 from ._core import default_scheduler
+from .backoff import Backoff
 from .policy import DeadLetter, OnError
 
-__all__ = ["DeadLetter", "OnError", "backoff_delays", "retry"]
+__all__ = ["Backoff", "DeadLetter", "OnError", "backoff_delays", "retry"]
 
 T = TypeVar("T")
 
@@ -25,17 +26,13 @@ def backoff_delays(
     attempts: int, base: float, cap: float, jitter: bool, rng: random.Random | None = None
 ) -> list[float]:
     """The delays before each retry: ``min(cap, base * 2**n)``, scaled into [50%, 100%]
-    by jitter so that many clients do not retry in lockstep.
+    by jitter so that many clients do not retry in lockstep (:class:`Backoff`'s delays).
 
     >>> backoff_delays(4, 0.5, 3.0, jitter=False)
     [0.5, 1.0, 2.0, 3.0]
     """
-    r = rng or random.Random()
-    out = []
-    for n in range(attempts):
-        d = min(cap, base * 2**n)
-        out.append(d * r.uniform(0.5, 1.0) if jitter else d)
-    return out
+    policy = Backoff(initial=base, maximum=cap, jitter=0.5 if jitter else 0.0, rng=rng)
+    return policy.delays(attempts)
 
 
 def retry(
@@ -82,27 +79,28 @@ def retry(
         ) -> abc.DisposableBase:
             serial = SerialDisposable()  # the current subscription
             timer = SerialDisposable()  # the pending retry, if any
-            state = {"failures": 0, "done": False}
+            policy = Backoff(
+                initial=base, maximum=cap, jitter=0.5 if jitter else 0.0,
+                max_attempts=attempts, rng=r,
+            )  # fmt: skip
+            stopped = False
             sch = default_scheduler(scheduler, sched)
 
             def on_next(value: T) -> None:
-                state["failures"] = 0
+                policy.reset()
                 observer.on_next(value)
 
             def on_error(error: Exception) -> None:
-                n = state["failures"]
-                if state["done"] or n >= attempts or not when(error):
-                    state["done"] = True
+                nonlocal stopped
+                delay = None if stopped or not when(error) else policy.next_delay()
+                if delay is None:
+                    stopped = True
                     observer.on_error(error)
                     return
-                state["failures"] = n + 1
-                delay = min(cap, base * 2**n)
-                if jitter:
-                    delay *= r.uniform(0.5, 1.0)
                 timer.disposable = sch.schedule_relative(delay, lambda *_: attach())
 
             def attach() -> None:
-                if not state["done"]:
+                if not stopped:
                     serial.disposable = source.subscribe(
                         on_next, on_error, observer.on_completed, scheduler=sched
                     )
@@ -110,7 +108,8 @@ def retry(
             attach()
 
             def dispose() -> None:
-                state["done"] = True
+                nonlocal stopped
+                stopped = True
                 timer.dispose()
                 serial.dispose()
 

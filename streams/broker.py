@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from reactivex import Observable
 
+from .errors import BrokerError, InvalidInput
 from .event import Event
 
 __all__ = [
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-class PositionError(ValueError):
+class PositionError(InvalidInput):
     """A position string that cannot be parsed."""
 
 
@@ -70,16 +71,26 @@ class Position(NamedTuple):
         return cls(epoch, int(offset))
 
 
-class PublishError(Exception):
-    """The broker did not acknowledge a publish. ``committed`` holds the positions that
-    were stored before the failure (a batch on a broker that cannot store it atomically)."""
+class PublishError(BrokerError, RuntimeError):
+    """The broker did not acknowledge a publish: the event may not be stored.
+
+    Raised by ``publish``/``apublish``/``apublish_many`` of every broker, after their
+    retries. ``committed`` holds the positions stored before the failure (a batch on a
+    broker that cannot store it atomically). The caller decides whether to retry (NATS
+    deduplicates by event id, Redis may then store the event twice) or to report it. A
+    ``RuntimeError`` too, as the networked brokers' publish errors always were.
+
+    >>> err = PublishError("not acknowledged", committed=[Position("e", 1)])
+    >>> isinstance(err, RuntimeError), err.committed
+    (True, [Position(epoch='e', offset=1)])
+    """
 
     def __init__(self, message: str, committed: Sequence[Position] = ()) -> None:
         super().__init__(message)
         self.committed = list(committed)
 
 
-class GapError(Exception):
+class GapError(BrokerError):
     """Events after ``requested`` are gone (evicted, or a new epoch, or ``requested`` was
     never issued); ``earliest`` is the first position from which history is complete.
 

@@ -18,6 +18,7 @@ from reactivex.disposable import CompositeDisposable, Disposable
 from reactivex.scheduler import CurrentThreadScheduler
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
+from .errors import InvalidInput
 from .event import Event, EventError
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-class NdjsonError(ValueError):
+class NdjsonError(InvalidInput):
     """A bad NDJSON line; ``line`` is 1-based."""
 
     def __init__(self, line: int, message: str) -> None:

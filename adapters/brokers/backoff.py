@@ -1,41 +1,29 @@
-"""Reconnect delays: exponential with full jitter, capped (sans-I/O)."""
+"""The brokers' reconnect and re-publish delays: the shared :class:`operators.Backoff`
+with short steps (a broker on this host or in this data centre comes back quickly).
+
+``Backoff`` is importable from here still; it is the one policy of the whole toolkit.
+"""
 
 from __future__ import annotations
 
 import random
+from typing import Final
 
-__all__ = ["Backoff"]
+from operators.backoff import Backoff
+
+__all__ = ["RECONNECT_INITIAL", "RECONNECT_MAXIMUM", "Backoff", "reconnect_backoff"]
+
+RECONNECT_INITIAL: Final = 0.05
+RECONNECT_MAXIMUM: Final = 2.0
 
 
-class Backoff:
-    """Delays for successive retries after a broker connection failed.
+def reconnect_backoff(rng: random.Random | None = None) -> Backoff:
+    """Delays for successive retries after a broker connection or publish failed: the n-th
+    in ``[ceiling / 2, ceiling]`` with ``ceiling = min(2.0, 0.05 * 2**n)``, forever.
 
-    The n-th delay is uniform in ``[base * 2**n / 2, base * 2**n]``, capped at ``cap``;
-    :meth:`reset` after a success starts again from ``base``.
-
-    >>> b = Backoff(base=0.1, cap=1.0, rng=random.Random(1))
-    >>> delays = [b.next() for _ in range(6)]
-    >>> 0.05 <= delays[0] <= 0.1 and all(0.5 <= d <= 1.0 for d in delays[4:])
+    >>> b = reconnect_backoff(random.Random(1))
+    >>> d = [b.next() for _ in range(7)]
+    >>> 0.025 <= d[0] <= 0.05 and all(1.0 <= x <= 2.0 for x in d[6:])
     True
-    >>> b.reset(); b.attempts
-    0
     """
-
-    def __init__(
-        self, base: float = 0.05, cap: float = 2.0, rng: random.Random | None = None
-    ) -> None:
-        if base <= 0 or cap < base:
-            raise ValueError("need 0 < base <= cap")
-        self.base = base
-        self.cap = cap
-        self.attempts = 0
-        self._rng = rng or random.Random()
-
-    def next(self) -> float:
-        """The delay before the next attempt (seconds)."""
-        ceiling = min(self.cap, self.base * (2 ** min(self.attempts, 30)))
-        self.attempts += 1
-        return float(ceiling * (0.5 + 0.5 * self._rng.random()))
-
-    def reset(self) -> None:
-        self.attempts = 0
+    return Backoff(initial=RECONNECT_INITIAL, maximum=RECONNECT_MAXIMUM, jitter=0.5, rng=rng)

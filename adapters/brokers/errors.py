@@ -1,27 +1,19 @@
-"""Errors the networked brokers raise to callers."""
+"""Errors the networked brokers raise to callers (see :mod:`streams.errors` for the tree)."""
 
 from __future__ import annotations
 
-from streams import PublishError as _ProtocolPublishError
+from streams import PublishError
+from streams.errors import InvalidInput
 
 __all__ = ["BrokerURLError", "PublishError"]
 
+# ``adapters.brokers.PublishError`` was a subclass of ``streams.PublishError``; it is now the
+# same class (one name, one meaning), still a ``RuntimeError``. Kept importable from here.
 
-class PublishError(_ProtocolPublishError, RuntimeError):
-    """The broker did not acknowledge a publish: the event may not be stored.
 
-    The :class:`streams.PublishError` of the networked brokers (kept here so existing
-    imports work; still a ``RuntimeError`` as before). Raised by ``apublish`` and
-    ``apublish_many`` for every broker-side failure, after their retries; ``committed``
-    lists what a batch stored anyway. The caller decides whether to retry (NATS
-    deduplicates by event id, Redis may then store the event twice) or to report it.
+class BrokerURLError(InvalidInput):
+    """A ``--broker`` URL that cannot be used; the message says what is wrong.
 
-    >>> import streams
-    >>> err = PublishError("not acknowledged", committed=[streams.Position("e", 1)])
-    >>> isinstance(err, streams.PublishError), err.committed
-    (True, [Position(epoch='e', offset=1)])
+    >>> issubclass(BrokerURLError, ValueError)
+    True
     """
-
-
-class BrokerURLError(ValueError):
-    """A ``--broker`` URL that cannot be used; the message says what is wrong."""

@@ -75,7 +75,7 @@ from nats.js.api import (
 
 from streams import Event, GapError, Position, Retention, validate_pattern, validate_subject
 
-from .backoff import Backoff
+from .backoff import Backoff, reconnect_backoff
 from .errors import PublishError
 from .feed import Emit, TaskFeeds, raise_if_cancelled
 from .follow import FollowingBroker
@@ -406,7 +406,7 @@ class NatsBroker(FollowingBroker):
             last = self._transient(subject, failure)
             failure = None
             if n < self.publish_attempts:
-                backoff = backoff or Backoff()
+                backoff = backoff or reconnect_backoff()
                 await asyncio.sleep(backoff.next())
         raise PublishError(f"publish to {subject!r} not acknowledged by NATS: {last}") from last
 
@@ -679,7 +679,7 @@ class NatsBroker(FollowingBroker):
     async def _follow(
         self, pattern: str, since: Position | None, emit: Emit, pin: Pin | None = None
     ) -> None:
-        backoff = Backoff()
+        backoff = reconnect_backoff()
         cursor: list[Position] = []
         if since is not None:
             cursor.append(since)
@@ -843,7 +843,7 @@ class NatsBroker(FollowingBroker):
         """
         validate_pattern(pattern)
         stop = stop or asyncio.Event()
-        backoff = Backoff()
+        backoff = reconnect_backoff()
         strip = len(self.stream) + 1
         psub: Any = None
         while not stop.is_set():

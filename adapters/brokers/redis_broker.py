@@ -58,7 +58,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams import Event, GapError, Position, Retention, match, validate_pattern, validate_subject
 
-from .backoff import Backoff
+from .backoff import reconnect_backoff
 from .errors import PublishError
 from .feed import Emit, TaskFeeds, raise_if_cancelled
 from .follow import FollowingBroker
@@ -623,7 +623,7 @@ class RedisBroker(FollowingBroker):
     async def _follow(
         self, pattern: str, since: Position | None, emit: Emit, pin: Pin | None = None
     ) -> None:
-        backoff = Backoff()
+        backoff = reconnect_backoff()
         pos = since
         checked = False
         behind = since is not None
@@ -674,7 +674,7 @@ class RedisBroker(FollowingBroker):
         validate_pattern(pattern)
         name = consumer or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
         stop = stop or asyncio.Event()
-        backoff = Backoff()
+        backoff = reconnect_backoff()
         idle_ms = int(self.ack_wait * 1000)
         next_claim = 0.0
         loop = asyncio.get_running_loop()

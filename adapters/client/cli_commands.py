@@ -24,11 +24,12 @@ from reactivex import Observable
 from yarl import URL
 
 from streams import Event, Position, PositionError
+from streams.errors import InvalidInput
 
 from .backoff import Backoff
 from .progress import Progress
-from .protocol import GapNotice, ProtocolError, ServerError
-from .publish import PublishError, events_url, publish_ndjson
+from .protocol import GapNotice, RemoteProtocolError, ServerError
+from .publish import PublishRefused, events_url, publish_ndjson
 from .publish import publish as publish_values
 from .sources import ConnectionLost, ndjson_source, sse_source, websocket_source
 
@@ -37,7 +38,7 @@ __all__ = ["TailStatus", "make_source", "publish", "tail"]
 FORMATS = ("sse", "ndjson", "ws")
 
 
-class UsageError(ValueError):
+class UsageError(InvalidInput):
     """Arguments that cannot work; reported with exit code 2."""
 
 
@@ -162,6 +163,7 @@ class _ReportingBackoff(Backoff):
     def fresh(self) -> Backoff:
         return _ReportingBackoff(
             self.initial, self.maximum, self.factor, self.jitter, self.max_attempts, self.seed,
+            self.rng,
             report=self.report,
         )  # fmt: skip
 
@@ -266,7 +268,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ServerError):
         body = orjson.dumps({"error": exc.body}).decode() if exc.body else ""
         return f"server error: {exc}" + (f"\n{body}" if body else "")
-    if isinstance(exc, ConnectionLost | ProtocolError):
+    if isinstance(exc, ConnectionLost | RemoteProtocolError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
@@ -395,11 +397,11 @@ def publish(args: argparse.Namespace) -> int:
     except UsageError as exc:
         _fail(str(exc))
         return 2
-    except PublishError as exc:
+    except PublishRefused as exc:
         where = f" (after {exc.accepted} accepted, last {exc.last})" if exc.accepted else ""
         _fail(f"{_describe(exc)}{where}")
         return 1
-    except (ServerError, ProtocolError, OSError) as exc:
+    except (ServerError, RemoteProtocolError, OSError) as exc:
         _fail(_describe(exc))
         return 1
     except KeyboardInterrupt:

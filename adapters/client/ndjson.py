@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Final
 
+from streams.errors import ClientError
+
 __all__ = ["LineSplitter", "LineTooLong", "ndjson_chunks"]
 
 DEFAULT_MAX_LINE: Final = 16 * 1024 * 1024
 
 
-class LineTooLong(ValueError):
+class LineTooLong(ClientError, ValueError):
     """A line grew past ``max_line`` bytes without a newline."""
 
 

@@ -10,6 +10,7 @@ from typing import Any, Final
 import orjson
 
 from streams import Event, EventError, Position, PositionError, resume_point
+from streams.errors import ClientError, deprecated_alias
 
 from .sse import SseMessage
 
@@ -18,7 +19,7 @@ __all__ = [
     "RETRYABLE_STATUS",
     "Control",
     "GapNotice",
-    "ProtocolError",
+    "RemoteProtocolError",
     "ResumeTracker",
     "ServerError",
     "decode_ndjson_line",
@@ -33,11 +34,16 @@ RETRYABLE_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 RETRYABLE_CODES: Final = frozenset({"overloaded", "rate_limited", "token_expired"})
 
 
-class ProtocolError(ValueError):
-    """The server sent something the protocol does not allow (a bug on its side)."""
+class RemoteProtocolError(ClientError, ValueError):
+    """The server sent something the protocol does not allow (a bug on its side).
+
+    Formerly ``adapters.client.ProtocolError``, a name the server's own
+    :class:`adapters.server.errors.ProtocolError` also used; that name still imports, but is
+    deprecated.
+    """
 
 
-class ServerError(Exception):
+class ServerError(ClientError):
     """An error answered by the server: HTTP status (``None`` on WebSocket), the protocol's
     ``code`` and ``message``, and the whole error object in ``body``.
 
@@ -150,14 +156,14 @@ def _event(obj: Any) -> Event:
             )
         return Event.from_dict(obj)
     except EventError as exc:
-        raise ProtocolError(f"server sent an invalid event: {exc}") from None
+        raise RemoteProtocolError(f"server sent an invalid event: {exc}") from None
 
 
 def _loads(raw: bytes | str, what: str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"server sent malformed JSON in {what}: {exc}") from None
+        raise RemoteProtocolError(f"server sent malformed JSON in {what}: {exc}") from None
 
 
 def decode_sse_message(msg: SseMessage) -> Event | GapNotice | ServerError:
@@ -173,7 +179,7 @@ def decode_sse_message(msg: SseMessage) -> Event | GapNotice | ServerError:
     op = obj.get("op") if isinstance(obj, dict) else None
     if msg.event == "gap" or op == "gap":
         if not isinstance(obj, dict):
-            raise ProtocolError("gap notice is not a JSON object")
+            raise RemoteProtocolError("gap notice is not a JSON object")
         return GapNotice.from_dict(obj)
     if isinstance(obj, dict) and op == "error":
         return ServerError.from_ws(obj)
@@ -272,3 +278,13 @@ class ResumeTracker:
     def gap(self, notice: GapNotice) -> None:
         """After a gap the stream restarts at ``notice.earliest``; resume from there."""
         self.position = notice.resume_from
+
+
+_DEPRECATED: Final = {"ProtocolError": "RemoteProtocolError"}
+
+
+def __getattr__(name: str) -> Any:
+    """Old names, importable still, with a :class:`DeprecationWarning`."""
+    if name in _DEPRECATED:
+        return deprecated_alias(__name__, name, globals()[_DEPRECATED[name]])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,13 +15,14 @@ from reactivex import Observable
 from yarl import URL
 
 from streams import Event, Position
+from streams.errors import deprecated_alias
 
 from .backoff import Backoff
 from .ndjson import ndjson_chunks
-from .protocol import ProtocolError, ServerError
+from .protocol import RemoteProtocolError, ServerError
 from .sources import _Session, ndjson_source, sse_source, websocket_source
 
-__all__ = ["Client", "PublishError", "PublishResult", "publish", "publish_ndjson"]
+__all__ = ["Client", "PublishRefused", "PublishResult", "publish", "publish_ndjson"]
 
 _MISSING: Final = object()
 # Answers that guarantee nothing was published (all-or-nothing), so sending again is safe.
@@ -29,9 +30,14 @@ _SAFE_TO_RETRY: Final = frozenset({429, 503})
 _LINE: Final = re.compile(r"^line \d+")
 
 
-class PublishError(ServerError):
+class PublishRefused(ServerError):
     """A chunk of an NDJSON upload was refused; the ``accepted`` values before it were
-    published (the last at ``last``). Line numbers in the message are the file's."""
+    published (the last at ``last``). Line numbers in the message are the file's.
+
+    Formerly ``adapters.client.PublishError``, a name that also meant the brokers'
+    :class:`streams.PublishError` (a publish the *broker* did not acknowledge); the old name
+    still imports, but is deprecated.
+    """
 
     def __init__(self, error: ServerError, accepted: int, last: Position | None) -> None:
         super().__init__(error.status, error.code, error.message, error.body)
@@ -82,7 +88,7 @@ async def _post(
     try:
         return [Position.parse(p) for p in orjson.loads(raw)["positions"]]
     except (ValueError, KeyError, TypeError) as exc:
-        raise ProtocolError(f"unexpected publish answer {raw[:200]!r}: {exc}") from None
+        raise RemoteProtocolError(f"unexpected publish answer {raw[:200]!r}: {exc}") from None
 
 
 def _partly_stored(exc: ServerError) -> bool:
@@ -180,7 +186,7 @@ async def publish_ndjson(
 
     Each request is all-or-nothing; 429 and 503 answers are retried as in :func:`publish`
     (a rate-limited upload slows down to the server's pace). If one is refused,
-    :class:`PublishError` says how many values went before it and names the offending
+    :class:`PublishRefused` says how many values went before it and names the offending
     line of the *file*.
 
     >>> with open("events.ndjson", "rb") as f:  # doctest: +SKIP
@@ -199,7 +205,7 @@ async def publish_ndjson(
                 )
                 positions = await _post_retrying(post, policy)
             except ServerError as exc:
-                raise PublishError(_shift_lines(exc, first_line - 1), count, last) from None
+                raise PublishRefused(_shift_lines(exc, first_line - 1), count, last) from None
             requests += 1
             count += n
             sent_bytes += len(body)
@@ -302,3 +308,10 @@ class Client:
         return websocket_source(
             url, pattern, since, filter, token=self.token, session=self.session, **kwargs
         )
+
+
+def __getattr__(name: str) -> Any:
+    """``PublishError``, the deprecated name of :class:`PublishRefused`."""
+    if name == "PublishError":
+        return deprecated_alias(__name__, name, PublishRefused)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,7 @@ still available. The stream itself carries only :class:`streams.Event` objects.
 
 The stream ends with an error for what retrying cannot fix: a 4xx answer or WebSocket
 ``error`` (:class:`~adapters.client.protocol.ServerError`), a protocol violation
-(:class:`~adapters.client.protocol.ProtocolError`), or ``max_attempts`` consecutive
+(:class:`~adapters.client.protocol.RemoteProtocolError`), or ``max_attempts`` consecutive
 failed connections (:class:`ConnectionLost`). It never completes by itself.
 """
 
@@ -36,6 +36,7 @@ from reactivex.disposable import Disposable
 from yarl import URL
 
 from streams import Event, Position
+from streams.errors import ClientError
 
 from .backoff import Backoff
 from .ndjson import LineSplitter
@@ -72,7 +73,7 @@ DEFAULT_MAX_SIZE: Final = 16 * 1024 * 1024
 _HANDSHAKE_CODES: Final = {401: "unauthorized", 403: "forbidden", 503: "overloaded"}
 
 
-class ConnectionLost(ConnectionError):
+class ConnectionLost(ClientError, ConnectionError):
     """Reconnecting failed ``max_attempts`` times in a row; ``__cause__`` is the last error."""
 
 

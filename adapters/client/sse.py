@@ -12,13 +12,15 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from streams.errors import ClientError
+
 __all__ = ["SseMessage", "SseParser", "SseTooLarge", "encode_sse"]
 
 _EOL: Final = re.compile(r"\r\n|\r|\n")
 DEFAULT_MAX_SIZE: Final = 16 * 1024 * 1024
 
 
-class SseTooLarge(ValueError):
+class SseTooLarge(ClientError, ValueError):
     """A line or message grew past the parser's ``max_size`` (characters)."""
 
 

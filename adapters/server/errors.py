@@ -12,6 +12,8 @@ from typing import Any, Final
 
 import orjson
 
+from streams.errors import RxStreamsError
+
 __all__ = ["STATUS", "ProtocolError"]
 
 STATUS: Final[dict[str, int]] = {
@@ -39,8 +41,9 @@ STATUS: Final[dict[str, int]] = {
 }
 
 
-class ProtocolError(Exception):
-    """A documented protocol error.
+class ProtocolError(RxStreamsError):
+    """A documented protocol error, answered to the client (the server's side of the wire;
+    a client that receives one raises :class:`adapters.client.ServerError`).
 
     ``retry_after`` (seconds, for ``rate_limited``, ``overloaded`` and ``unavailable``) is
     sent as the ``Retry-After`` header, rounded up to whole seconds, and as ``retry_after``

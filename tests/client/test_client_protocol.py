@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from adapters.client import (
     Control,
     GapNotice,
-    ProtocolError,
+    RemoteProtocolError,
     ResumeTracker,
     ServerError,
     SseMessage,
@@ -72,11 +72,11 @@ def test_ws_frame_with_array_and_controls() -> None:
     ids=["malformed", "missing-attributes", "not-objects", "string"],
 )
 def test_bad_server_output_is_a_protocol_error(raw: bytes) -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(RemoteProtocolError):
         decode_ws_message(raw)
-    with pytest.raises(ProtocolError):
+    with pytest.raises(RemoteProtocolError):
         decode_ndjson_line(raw)
-    with pytest.raises(ProtocolError):
+    with pytest.raises(RemoteProtocolError):
         decode_sse_message(SseMessage(raw.decode()))
 
 

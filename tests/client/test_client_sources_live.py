@@ -179,7 +179,7 @@ async def test_subscribing_outside_a_loop_is_a_clear_error() -> None:
 
 
 async def test_client_shares_one_session_for_publishing_and_streams(server: LiveServer) -> None:
-    from adapters.client import Client, PublishError
+    from adapters.client import Client, PublishRefused
 
     async with Client(server.http) as client:
         (start,) = await client.publish("c.x", {"n": 0})
@@ -189,7 +189,7 @@ async def test_client_shares_one_session_for_publishing_and_streams(server: Live
         try:
             await client.publish("c.x", events=[{"n": 1}, {"n": 2}])
             bad = [b'{"n": 3}', b"", b'{"n": 4}', b"{broken", b'{"n": 5}']
-            with pytest.raises(PublishError) as info:
+            with pytest.raises(PublishRefused) as info:
                 await client.publish_ndjson("c.x", bad, max_lines=2)
             await sse_got.wait_for(lambda: len(sse_got.events) >= 4)
             await ws_got.wait_for(lambda: len(ws_got.events) >= 4)
