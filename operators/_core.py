@@ -18,7 +18,8 @@ Operators assume one loop or thread (no locks on the hot path).
 from __future__ import annotations
 
 import asyncio
-import itertools
+import hashlib
+import linecache
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -33,8 +34,6 @@ from .policy import OnError, check_policy, make_handler
 from .state import register
 
 __all__ = ["TICK", "Chain", "Lean", "PureSpec", "Spec", "Stage", "default_scheduler", "lean"]
-
-_names = itertools.count()
 
 TICK = 1e-6
 """How close to its deadline a timer counts as due. reactivex's virtual clock keeps time as
@@ -235,11 +234,14 @@ class PureSpec(Spec):
         self.on_error = check_policy(on_error)
 
     def code(self, i: int) -> list[str]:
+        """The lines of this stage in the fused function; the line that calls the user's
+        function names it, so a traceback through the fused code says which stage failed."""
         f, h = f"f{i}", f"h{i}"
+        label = f"  # {self.kind}({_name_of(self.fn)})"
         if self.kind == "filter":
             return [
                 "    try:",
-                f"        if not {f}(x):",
+                f"        if not {f}(x):{label}",
                 "            return",
                 "    except Exception as e:",
                 f"        {h}(x, e)",
@@ -247,12 +249,41 @@ class PureSpec(Spec):
             ]
         return [
             "    try:",
-            f"        y = {f}(x)",
+            f"        y = {f}(x){label}",
             "    except Exception as e:",
             f"        {h}(x, e)",
             "        return",
             "    x = y",
         ]
+
+
+def _name_of(fn: Callable[..., Any]) -> str:
+    """A user function's name for a comment in generated code (one line, no surprises).
+
+    >>> _name_of(len), _name_of(lambda x: x)
+    ('len', '<lambda>')
+    """
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return " ".join(str(name).split())
+
+
+def _register_source(source: str) -> str:
+    """A filename for generated ``source``, registered with :mod:`linecache` so that a
+    traceback through the fused function shows its lines (attrs does the same for the
+    methods it generates). The name comes from the source's hash: every subscription to a
+    chain of one shape shares one entry, so the cache grows with the number of distinct
+    chains, not with subscriptions. ``mtime`` ``None`` keeps ``linecache.checkcache`` from
+    dropping the entry; after ``linecache.clearcache()`` the next compile registers it anew.
+
+    >>> name = _register_source("def on_next(x):\\n    nxt(x)\\n")
+    >>> name.startswith("<rxstreams fused "), linecache.getline(name, 2)
+    (True, '    nxt(x)\\n')
+    """
+    digest = hashlib.blake2b(source.encode(), digest_size=8).hexdigest()
+    filename = f"<rxstreams fused {digest}>"
+    if filename not in linecache.cache:
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return filename
 
 
 class _Compiled:
@@ -276,7 +307,8 @@ class _Compiled:
             tail_lines, tail_ns = tail
             ns.update(tail_ns)
             lines += ["    " + line for line in tail_lines]
-        exec(compile("\n".join(lines), f"<rxstreams fused {next(_names)}>", "exec"), ns)
+        source = "\n".join(lines) + "\n"
+        exec(compile(source, _register_source(source), "exec"), ns)
         self.on_next = ns["on_next"]
 
     def on_error(self, error: Exception) -> None:
