@@ -18,7 +18,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fanout import Proc, raise_nofile
+from _harness import HERE, Proc, raise_nofile
+
+FANOUT = os.path.join(HERE, "fanout.py")  # its servers and clients serve here too
 
 
 def rss_kib(pid: int) -> int:
@@ -30,20 +32,21 @@ def rss_kib(pid: int) -> int:
 
 
 def measure(mode: str, clients: int) -> float:
-    server = Proc(["--role=server", f"--mode={mode}", "--transport=ws", "--loop=asyncio"])
+    server = Proc(FANOUT, ["--role=server", f"--mode={mode}", "--transport=ws", "--loop=asyncio"])
     conns = None
     try:
         port = int(server.line())
         time.sleep(0.5)
         before = rss_kib(server.p.pid)
         conns = Proc(
+            FANOUT,
             [
                 "--role=clients",
                 f"--port={port}",
                 f"--count={clients}",
                 f"--mode={mode}",
                 "--transport=ws",
-            ]
+            ],
         )
         assert conns.line() == "READY"
         time.sleep(1.0)

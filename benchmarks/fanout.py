@@ -20,6 +20,11 @@ idiomatic aiohttp-sse server, a queue and a task per client (SSE only). Both sen
 CloudEvent bytes rxstreams sends. ``--write-delay`` sets rxstreams'
 ``ServerConfig.write_delay``; ``--loop uvloop`` runs both servers on uvloop.
 
+``--floor`` adds a third server, not one anyone would ship: it writes one prebuilt frame
+to each client's transport (no flow control, nothing per client). Its CPU per delivery is
+the floor every server on this loop pays (mostly the kernel's TCP send, reported apart as
+``*_kernel_us``); what rxstreams spends above it is its own work.
+
     python benchmarks/fanout.py                       # every case, 1,000 clients
     python benchmarks/fanout.py --case burst --burst 1 --transport sse --peer aiohttp-sse
 """
@@ -32,136 +37,165 @@ import contextlib
 import dataclasses
 import json
 import os
-import resource
 import statistics
-import struct
-import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _harness import (
+    Proc,
+    add_cpu_route,
+    client_frame,
+    handshake,
+    percentiles,
+    raise_nofile,
+    serve_forever,
+    stdin_lines,
+    take_messages,
+)
 
-def raise_nofile() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+# A server under test: its app, how it publishes event i, and what runs after a publish
+# (the naive peer sends there, as its handler would).
+Publish = Callable[[int], None]
+Settle = Callable[[], Coroutine[Any, Any, None]]
 
 
 # -- servers -----------------------------------------------------------------------------
-def run_server(mode: str, transport: str, write_delay: float | None, loop: str) -> None:
-    from aiohttp import web
-
-    from adapters.server.loop import run
+def bench_event(i: int) -> Any:
     from streams import Event
 
-    raise_nofile()
+    return Event.create({"t": time.monotonic(), "i": i}, type="bench").stamped(
+        "bench.tick", f"e-{i}"
+    )
+
+
+def sse_bytes(e: Any) -> bytes:
+    return b"id: " + str(e.sequence).encode() + b"\ndata: " + e.encode() + b"\n\n"
+
+
+async def _next_iteration() -> None:
+    await asyncio.sleep(0)
+
+
+def rxstreams_server(write_delay: float | None) -> tuple[Any, Publish, Settle]:
+    from adapters.server import ServerConfig, create_app
+    from streams import Event, MemoryBroker, Retention
+
+    broker = MemoryBroker(Retention(max_events=10_000, max_bytes=None))
+    cfg = ServerConfig(max_connections=100_000, ws_ping=None, heartbeat=60)
+    if write_delay is not None:
+        cfg = dataclasses.replace(cfg, write_delay=write_delay)
+
+    def publish(i: int) -> None:
+        broker.publish("bench.tick", Event.create({"t": time.monotonic(), "i": i}, type="b"))
+
+    return create_app(broker, config=cfg), publish, _next_iteration
+
+
+def naive_server(transport: str, raw: bool) -> tuple[Any, Publish, Settle]:
+    """``for c in clients: await c.send(payload)`` on aiohttp; ``raw`` (the floor) writes
+    one prebuilt frame to each client's transport instead, the least a server on this
+    event loop can do per delivery (not a server anyone would ship: no flow control)."""
+    from aiohttp import web
+
+    from adapters.server.framing import http_chunk, ws_frame
+
+    app = web.Application()
+    clients: dict[Any, Any] = {}  # response -> its transport
+
+    async def ws_handler(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        clients[ws] = request.transport
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            clients.pop(ws, None)
+        return ws
+
+    async def sse_handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        clients[resp] = request.transport
+        try:
+            await asyncio.Event().wait()
+        finally:
+            clients.pop(resp, None)
+        return resp
+
+    app.router.add_get("/ws", ws_handler)
+    app.router.add_get("/sse", sse_handler)
+    backlog: list[bytes] = []
+
+    def publish(i: int) -> None:
+        e = bench_event(i)
+        backlog.append(e.encode() if transport == "ws" else sse_bytes(e))
+
+    async def settle() -> None:  # the naive loop, run to completion per event
+        payloads = list(backlog)
+        backlog.clear()
+        for payload in payloads:
+            for c in list(clients):
+                with contextlib.suppress(ConnectionError):
+                    if transport == "ws":
+                        await c.send_bytes(payload)
+                    else:
+                        await c.write(payload)
+
+    async def settle_raw() -> None:
+        payloads = list(backlog)
+        backlog.clear()
+        for payload in payloads:
+            data = ws_frame(payload) if transport == "ws" else http_chunk(payload)
+            for t in list(clients.values()):
+                t.write(data)
+
+    return app, publish, settle_raw if raw else settle
+
+
+def aiohttp_sse_server() -> tuple[Any, Publish, Settle]:
+    """The idiomatic aiohttp-sse server: a queue and a task per client."""
+    from aiohttp import web
+    from aiohttp_sse import sse_response
+
+    app = web.Application()
+    queues: set[asyncio.Queue[tuple[str, str]]] = set()
+
+    async def sse_peer(request: web.Request) -> web.StreamResponse:
+        q: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        queues.add(q)
+        try:
+            async with sse_response(request) as sse:
+                while True:
+                    data, id_ = await q.get()
+                    await sse.send(data, id=id_)
+        finally:
+            queues.discard(q)
+        return sse
+
+    app.router.add_get("/sse", sse_peer)
+
+    def publish(i: int) -> None:
+        e = bench_event(i)
+        item = (e.encode().decode(), str(e.sequence))
+        for q in queues:
+            q.put_nowait(item)
+
+    return app, publish, _next_iteration
+
+
+def add_bench_routes(app: Any, publish: Publish, settle: Settle) -> None:
+    """``POST /bench/burst`` and ``/bench/paced`` publish; ``/bench/wait`` waits for the
+    paced run to end."""
+    from aiohttp import web
+
     state: dict[str, Any] = {"task": None}
-    app: web.Application
-
-    def make(i: int) -> Event:
-        return Event.create({"t": time.monotonic(), "i": i}, type="bench").stamped(
-            "bench.tick", f"e-{i}"
-        )
-
-    if mode == "rxstreams":
-        from adapters.server import ServerConfig, create_app
-        from streams import MemoryBroker, Retention
-
-        broker = MemoryBroker(Retention(max_events=10_000, max_bytes=None))
-        cfg = ServerConfig(max_connections=100_000, ws_ping=None, heartbeat=60)
-        if write_delay is not None:
-            cfg = dataclasses.replace(cfg, write_delay=write_delay)
-        app = create_app(broker, config=cfg)
-
-        def publish(i: int) -> None:
-            broker.publish("bench.tick", Event.create({"t": time.monotonic(), "i": i}, type="b"))
-
-        async def settle() -> None:
-            await asyncio.sleep(0)
-
-    elif mode == "naive":
-        app = web.Application()
-        clients: list[Any] = []
-        done = asyncio.Event
-
-        async def ws_handler(request: web.Request) -> web.StreamResponse:
-            ws = web.WebSocketResponse()
-            await ws.prepare(request)
-            clients.append(ws)
-            try:
-                async for _ in ws:
-                    pass
-            finally:
-                clients.remove(ws)
-            return ws
-
-        async def sse_handler(request: web.Request) -> web.StreamResponse:
-            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-            await resp.prepare(request)
-            clients.append(resp)
-            try:
-                await done().wait()
-            finally:
-                clients.remove(resp)
-            return resp
-
-        app.router.add_get("/ws", ws_handler)
-        app.router.add_get("/sse", sse_handler)
-        backlog: list[bytes] = []
-
-        def publish(i: int) -> None:
-            e = make(i)
-            if transport == "ws":
-                backlog.append(e.encode())
-            else:
-                backlog.append(
-                    b"id: " + str(e.sequence).encode() + b"\ndata: " + e.encode() + b"\n\n"
-                )
-
-        async def settle() -> None:
-            # the naive loop, run to completion for each event, as a handler would
-            payloads = list(backlog)
-            backlog.clear()
-            for payload in payloads:
-                for c in list(clients):
-                    with contextlib.suppress(ConnectionError):
-                        if transport == "ws":
-                            await c.send_bytes(payload)
-                        else:
-                            await c.write(payload)
-
-    else:  # aiohttp-sse: a queue and a task per client
-        from aiohttp_sse import sse_response
-
-        app = web.Application()
-        queues: set[asyncio.Queue[tuple[str, str]]] = set()
-
-        async def sse_peer(request: web.Request) -> web.StreamResponse:
-            q: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-            queues.add(q)
-            try:
-                async with sse_response(request) as sse:
-                    while True:
-                        data, id_ = await q.get()
-                        await sse.send(data, id=id_)
-            finally:
-                queues.discard(q)
-            return sse
-
-        app.router.add_get("/sse", sse_peer)
-
-        def publish(i: int) -> None:
-            e = make(i)
-            item = (e.encode().decode(), str(e.sequence))
-            for q in queues:
-                q.put_nowait(item)
-
-        async def settle() -> None:
-            await asyncio.sleep(0)
 
     async def burst(request: web.Request) -> web.Response:
         n = int(request.query["n"])
@@ -172,25 +206,6 @@ def run_server(mode: str, transport: str, write_delay: float | None, loop: str) 
             await settle()
             await asyncio.sleep(0)  # the next events in the next loop iteration
         return web.Response(text="ok")
-
-    async def cpu(request: web.Request) -> web.Response:
-        return web.Response(text=repr(time.process_time()))
-
-    profile = os.environ.get("FANOUT_PROFILE")  # a path: cProfile the rxstreams server
-    if profile and mode == "rxstreams":
-        import cProfile
-
-        prof = cProfile.Profile()
-        measure = cpu
-
-        async def cpu(request: web.Request) -> web.Response:  # type: ignore[no-redef]
-            if state.get("profiling"):
-                prof.disable()
-                prof.dump_stats(profile)
-            else:
-                prof.enable()
-            state["profiling"] = not state.get("profiling")
-            return await measure(request)
 
     async def paced(request: web.Request) -> web.Response:
         per_s = float(request.query["events_per_s"])
@@ -215,30 +230,24 @@ def run_server(mode: str, transport: str, write_delay: float | None, loop: str) 
         return web.Response(text="ok")
 
     app.router.add_post("/bench/burst", burst)
-    app.router.add_get("/bench/cpu", cpu)
     app.router.add_post("/bench/paced", paced)
     app.router.add_post("/bench/wait", wait)
 
-    async def main() -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
-        await site.start()
-        print(runner.addresses[0][1], flush=True)
-        await asyncio.Event().wait()
 
-    run(main(), loop)
+def run_server(mode: str, transport: str, write_delay: float | None, loop: str) -> None:
+    if mode == "rxstreams":
+        app, publish, settle = rxstreams_server(write_delay)
+    elif mode in ("naive", "floor"):
+        app, publish, settle = naive_server(transport, raw=mode == "floor")
+    else:
+        app, publish, settle = aiohttp_sse_server()
+    add_bench_routes(app, publish, settle)
+    add_cpu_route(app, profile=mode == "rxstreams")
+    serve_forever(app, loop)
 
 
 # -- clients -----------------------------------------------------------------------------
 _SUBSCRIBE = orjson.dumps({"op": "subscribe", "id": "s", "pattern": "bench.>"})
-
-
-def client_frame(payload: bytes) -> bytes:
-    """A masked text frame with an all-zero mask (payload unchanged)."""
-    n = len(payload)
-    head = struct.pack("!BB", 0x81, 0x80 | n) if n < 126 else struct.pack("!BBH", 0x81, 0xFE, n)
-    return head + b"\0\0\0\0" + payload
 
 
 class Stats:
@@ -275,62 +284,37 @@ class WsConn(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        transport.write(
-            (
-                f"GET /ws HTTP/1.1\r\nHost: {self.stats.host}\r\nUpgrade: websocket\r\n"
-                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
+        transport.write(handshake("/ws", self.stats.host))
+
+    def _upgraded(self) -> bool:
+        buf = self.buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        if not buf.startswith(b"HTTP/1.1 101"):
+            self.ready.set_exception(RuntimeError(bytes(buf[:200]).decode()))
+            return False
+        del buf[: end + 4]
+        self.open = True
+        if self.subscribe:
+            self.transport.write(client_frame(_SUBSCRIBE))
+        else:
+            self.ready.set_result(None)
+        return True
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        if not self.open:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not buf.startswith(b"HTTP/1.1 101"):
-                self.ready.set_exception(RuntimeError(bytes(buf[:200]).decode()))
-                return
-            del buf[: end + 4]
-            self.open = True
-            if self.subscribe:
-                self.transport.write(client_frame(_SUBSCRIBE))
-            else:
-                self.ready.set_result(None)
-        pos = 0
-        n = len(buf)
+        self.buf += data
+        if not self.open and not self._upgraded():
+            return
         k = 0
         payloads: list[bytes] = []
-        while n - pos >= 2:
-            b1 = buf[pos + 1] & 0x7F
-            if b1 < 126:
-                start = pos + 2
-            elif b1 == 126:
-                if n - pos < 4:
-                    break
-                b1 = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-                start = pos + 4
+        for payload in take_messages(self.buf):
+            if payload.startswith(b'{"op"'):
+                if b'"subscribed"' in payload and not self.ready.done():
+                    self.ready.set_result(None)
             else:
-                if n - pos < 10:
-                    break
-                b1 = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                start = pos + 10
-            end = start + b1
-            if end > n:
-                break
-            if buf[pos] & 0x0F in (1, 2):
-                payload = bytes(buf[start:end])
-                if payload.startswith(b'{"op"'):
-                    if b'"subscribed"' in payload and not self.ready.done():
-                        self.ready.set_result(None)
-                else:
-                    k += payload.count(b'"specversion"')
-                    payloads.append(payload)
-            pos = end
-        if pos:
-            del buf[:pos]
+                k += payload.count(b'"specversion"')
+                payloads.append(payload)
         if k:
             self.events += k
             self.stats.got(k, payloads)
@@ -372,30 +356,57 @@ class SseConn(asyncio.Protocol):
             self.stats.got(len(payloads), payloads)
 
 
+Conn = WsConn | SseConn
+
+
+async def connect_all(port: int, count: int, mode: str, transport: str) -> tuple[Stats, list[Conn]]:
+    """``count`` connections, opened 100 at a time, each subscribed and ready."""
+    loop = asyncio.get_running_loop()
+    stats = Stats(f"127.0.0.1:{port}")
+
+    def conn() -> Conn:
+        if transport == "ws":
+            return WsConn(stats, subscribe=mode == "rxstreams")
+        if mode == "rxstreams":
+            return SseConn(stats, "/events/bench.%3E", b"retry:")
+        return SseConn(stats, "/sse", b"\r\n\r\n")
+
+    conns: list[Conn] = []
+    for i in range(0, count, 100):
+        batch = []
+        for _ in range(min(100, count - i)):
+            _, proto = await loop.create_connection(conn, "127.0.0.1", port)
+            batch.append(proto)
+        await asyncio.gather(*(c.ready for c in batch))
+        conns.extend(batch)
+    return stats, conns
+
+
+async def await_expected(stats: Stats, conns: list[Conn], what: str) -> None:
+    """Until every expected delivery arrived; every minute, say where a lost one left us."""
+    assert stats.done is not None
+    while True:
+        try:
+            await asyncio.wait_for(asyncio.shield(stats.done), 60)
+            return
+        except TimeoutError:
+            counts = sorted(c.events for c in conns)
+            print(
+                f"{what} waiting: {stats.received}/{stats.expect},"
+                f" per connection {counts[:3]}..{counts[-3:]}",
+                file=sys.stderr,
+            )
+
+
 def run_clients(port: int, count: int, mode: str, transport: str) -> None:
+    """The client process: ``expect N`` (answers ARMED, then DONE once N deliveries
+    arrived), ``measure`` (latencies from now), ``report`` (p50/p99 since ``measure``)."""
     raise_nofile()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        stats = Stats(f"127.0.0.1:{port}")
-
-        def conn() -> WsConn | SseConn:
-            if transport == "ws":
-                return WsConn(stats, subscribe=mode == "rxstreams")
-            if mode == "rxstreams":
-                return SseConn(stats, "/events/bench.%3E", b"retry:")
-            return SseConn(stats, "/sse", b"\r\n\r\n")
-
-        conns: list[WsConn | SseConn] = []
-        for i in range(0, count, 100):
-            batch = []
-            for _ in range(min(100, count - i)):
-                _, proto = await loop.create_connection(conn, "127.0.0.1", port)
-                batch.append(proto)
-            await asyncio.gather(*(c.ready for c in batch))
-            conns.extend(batch)
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        stats, conns = await connect_all(port, count, mode, transport)
+        reader = await stdin_lines()
         print("READY", flush=True)
         while line := (await reader.readline()).decode().split():
             cmd = line[0]
@@ -404,17 +415,7 @@ def run_clients(port: int, count: int, mode: str, transport: str) -> None:
                 stats.expect = int(line[1])
                 stats.done = loop.create_future()
                 print("ARMED", flush=True)  # counting from zero before the events start
-                while True:
-                    try:
-                        await asyncio.wait_for(asyncio.shield(stats.done), 60)
-                        break
-                    except TimeoutError:  # say where a lost delivery left us
-                        counts = sorted(c.events for c in conns)
-                        print(
-                            f"{mode} {transport} waiting: {stats.received}/{stats.expect},"
-                            f" per connection {counts[:3]}..{counts[-3:]}",
-                            file=sys.stderr,
-                        )
+                await await_expected(stats, conns, f"{mode} {transport}")
                 print("DONE", flush=True)
             elif cmd == "measure":
                 stats.latencies.clear()
@@ -422,47 +423,13 @@ def run_clients(port: int, count: int, mode: str, transport: str) -> None:
                 print("OK", flush=True)
             elif cmd == "report":
                 stats.measuring = False
-                lat = sorted(stats.latencies) or [0.0]
-                p50, p99 = (lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 for q in (0.5, 0.99))
-                print(json.dumps({"n": len(lat), "p50": p50, "p99": p99}), flush=True)
+                p50, p99 = percentiles(stats.latencies)
+                print(json.dumps({"n": len(stats.latencies), "p50": p50, "p99": p99}), flush=True)
 
     asyncio.run(main())
 
 
 # -- orchestrator ------------------------------------------------------------------------
-class Proc:
-    def __init__(self, args: list[str]) -> None:
-        env = {**os.environ, "PYTHONPATH": os.path.dirname(HERE)}
-        self.p = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-
-    def line(self) -> str:
-        assert self.p.stdout is not None
-        out = self.p.stdout.readline()
-        if not out:
-            raise RuntimeError(f"subprocess ended: {self.p.args}")
-        return out.strip()
-
-    def write(self, text: str) -> None:
-        assert self.p.stdin is not None
-        self.p.stdin.write(text + "\n")
-        self.p.stdin.flush()
-
-    def send(self, text: str) -> str:
-        self.write(text)
-        return self.line()
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.p.kill()
-        self.p.wait()
-
-
 class Side:
     """One server under test with its client process."""
 
@@ -470,24 +437,26 @@ class Side:
         self.mode = mode
         self.clients: Proc | None = None
         self.server = Proc(
+            __file__,
             [
                 "--role=server",
                 f"--mode={mode}",
                 f"--transport={args.transport}",
                 *([] if args.write_delay is None else [f"--write-delay={args.write_delay}"]),
                 f"--loop={args.loop}",
-            ]
+            ],
         )
         port = int(self.server.line())
         self.base = f"http://127.0.0.1:{port}"
         self.clients = Proc(
+            __file__,
             [
                 "--role=clients",
                 f"--port={port}",
                 f"--count={args.clients}",
                 f"--mode={mode}",
                 f"--transport={args.transport}",
-            ]
+            ],
         )
         assert self.clients.line() == "READY"
         self.n = args.clients
@@ -502,27 +471,46 @@ class Side:
     def cpu(self) -> float:
         return float(self.call("/bench/cpu", "GET"))
 
-    def burst(self, events: int, per: int) -> float:
-        """Server CPU microseconds per delivery."""
-        assert self.clients is not None
-        assert self.clients.send(f"expect {events * self.n}") == "ARMED"
+    def _measured(self, run: Callable[[], None], deliveries: int) -> dict[str, float]:
+        """Server CPU microseconds per delivery while ``run`` runs, and its kernel share."""
+        _, sys0 = self.server.cpu_split()
         cpu0 = self.cpu()
-        self.call(f"/bench/burst?n={events}&per={per}")
-        assert self.clients.line() == "DONE"
-        return (self.cpu() - cpu0) * 1e6 / (events * self.n)
+        run()
+        cpu = self.cpu() - cpu0
+        _, sys1 = self.server.cpu_split()
+        return {"us": cpu * 1e6 / deliveries, "sys_us": (sys1 - sys0) * 1e6 / deliveries}
+
+    def burst(self, events: int, per: int) -> dict[str, float]:
+        assert self.clients is not None
+        clients = self.clients
+        assert clients.send(f"expect {events * self.n}") == "ARMED"
+
+        def run() -> None:
+            self.call(f"/bench/burst?n={events}&per={per}")
+            assert clients.line() == "DONE"
+
+        return self._measured(run, events * self.n)
 
     def paced(self, events_per_s: float, seconds: float) -> dict[str, float]:
         assert self.clients is not None
+        clients = self.clients
         n = max(1, int(events_per_s * seconds))
-        assert self.clients.send("measure") == "OK"
-        assert self.clients.send(f"expect {n * self.n}") == "ARMED"
-        cpu0 = self.cpu()
-        self.call(f"/bench/paced?events_per_s={events_per_s}&n={n}")
-        self.call("/bench/wait")
-        assert self.clients.line() == "DONE"
-        us = (self.cpu() - cpu0) * 1e6 / (n * self.n)
-        lat = json.loads(self.clients.send("report"))
-        return {"us": us, "p50": lat["p50"], "p99": lat["p99"]}
+        assert clients.send("measure") == "OK"
+        assert clients.send(f"expect {n * self.n}") == "ARMED"
+
+        def run() -> None:
+            self.call(f"/bench/paced?events_per_s={events_per_s}&n={n}")
+            self.call("/bench/wait")
+            assert clients.line() == "DONE"
+
+        r = self._measured(run, n * self.n)
+        lat = json.loads(clients.send("report"))
+        return r | {"p50": lat["p50"], "p99": lat["p99"]}
+
+    def measure(self, args: argparse.Namespace) -> dict[str, float]:
+        if args.case == "burst":
+            return self.burst(args.events, args.burst)
+        return self.paced(args.events_per_s, args.seconds)
 
     def stop(self) -> None:
         if self.clients is not None:
@@ -538,37 +526,34 @@ def write_delay_ms(delay: float | None) -> float:
     return delay * 1000
 
 
-def run_case(args: argparse.Namespace) -> dict[str, Any]:
-    peer = args.peer or ("aiohttp-sse" if args.transport == "sse" else "naive")
-    if peer == "aiohttp-sse" and args.transport != "sse":
-        raise SystemExit("--peer aiohttp-sse serves SSE only")
-    sides = [Side("rxstreams", args), Side(peer, args)]
+def measure_sides(args: argparse.Namespace, modes: list[str]) -> dict[str, list[dict[str, float]]]:
+    """Every side's results, ``--reps`` times, the order alternating between reps."""
+    sides = [Side(mode, args) for mode in modes]
+    results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     try:
-        ours: list[dict[str, float]] = []
-        theirs: list[dict[str, float]] = []
         if args.case == "burst":
-            for side in sides:  # warm up both
+            for side in sides:  # warm up
                 side.burst(min(args.events, 10), args.burst)
         for rep in range(args.reps):
-            order = sides if rep % 2 == 0 else sides[::-1]
-            for side in order:
-                if args.case == "burst":
-                    r = {"us": side.burst(args.events, args.burst)}
-                else:
-                    r = side.paced(args.events_per_s, args.seconds)
-                (ours if side is sides[0] else theirs).append(r)
+            for side in sides if rep % 2 == 0 else sides[::-1]:
+                results[side.mode].append(side.measure(args))
                 time.sleep(0.2)
     finally:
         for side in sides:
             side.stop()
+    return results
 
-    def med(rs: list[dict[str, float]], key: str) -> float:
-        return round(statistics.median(r[key] for r in rs), 3)
 
-    def spread(rs: list[dict[str, float]]) -> float:
-        v = [r["us"] for r in rs]
-        return round((max(v) - min(v)) / statistics.median(v), 2)
+def med(rs: list[dict[str, float]], key: str) -> float:
+    return round(statistics.median(r[key] for r in rs), 3)
 
+
+def spread(rs: list[dict[str, float]]) -> float:
+    v = [r["us"] for r in rs]
+    return round((max(v) - min(v)) / statistics.median(v), 2)
+
+
+def case_settings(args: argparse.Namespace, peer: str) -> dict[str, Any]:
     line: dict[str, Any] = {
         "case": args.case,
         "transport": args.transport,
@@ -578,17 +563,32 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
         "write_delay_ms": write_delay_ms(args.write_delay),
     }
     if args.case == "burst":
-        line |= {"burst": args.burst, "events": args.events}
-    else:
-        line |= {"events_per_s": args.events_per_s, "seconds": args.seconds}
-    line |= {
+        return line | {"burst": args.burst, "events": args.events}
+    return line | {"events_per_s": args.events_per_s, "seconds": args.seconds}
+
+
+def run_case(args: argparse.Namespace) -> dict[str, Any]:
+    peer = args.peer or ("aiohttp-sse" if args.transport == "sse" else "naive")
+    if peer == "aiohttp-sse" and args.transport != "sse":
+        raise SystemExit("--peer aiohttp-sse serves SSE only")
+    modes = ["rxstreams", peer, *(["floor"] if args.floor else [])]
+    results = measure_sides(args, modes)
+    ours, theirs = results["rxstreams"], results[peer]
+    line = case_settings(args, peer) | {
         "reps": args.reps,
         "rxstreams_us_per_delivery": med(ours, "us"),
         "peer_us_per_delivery": med(theirs, "us"),
         "cpu_ratio": round(med(ours, "us") / med(theirs, "us"), 3),
+        "rxstreams_kernel_us": med(ours, "sys_us"),
+        "peer_kernel_us": med(theirs, "sys_us"),
         "spread_rxstreams": spread(ours),
         "spread_peer": spread(theirs),
     }
+    if args.floor:
+        line |= {
+            "floor_us_per_delivery": med(results["floor"], "us"),
+            "floor_kernel_us": med(results["floor"], "sys_us"),
+        }
     if args.case == "paced":
         line |= {
             "rxstreams_p50_ms": med(ours, "p50"),
@@ -630,6 +630,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--write-delay", type=float, help="rxstreams, seconds (default: the server's)")
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the floor: one prebuilt frame written to each client's transport",
+    )
     ap.add_argument("--role", default="orchestrator", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="rxstreams", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)

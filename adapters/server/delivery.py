@@ -42,10 +42,10 @@ from .framing import (
 from .metrics import ServerMetrics
 
 __all__ = [
-    "Client",
     "Hub",
     "StreamClient",
     "SubHandle",
+    "Subscriber",
     "Topic",
     "WsClient",
     "live_start",
@@ -55,13 +55,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class Client:
-    """One connected consumer: a :class:`ClientQueue` plus the writing shell around it.
+class Subscriber:
+    """One connection's consumer side on the server (an SSE/NDJSON stream or a
+    WebSocket): a :class:`ClientQueue` plus the writing shell around it. Not to be
+    confused with :class:`adapters.client.Client`, the program that connects.
 
     The queue (sans-I/O) decides what is kept, dropped or overflows; this class only
     moves bytes. A caught-up client is written straight from the hub: a topic's segment
     becomes one frame per transport kind, shared by every such client
-    (:meth:`can_write_now`, :meth:`write`). A client with something queued is written
+    (:meth:`ready_transport`). A client with something queued is written
     by the hub's flusher, and one whose socket is backed up gets its own writer task,
     which waits on the transport's public flow control (``writing_paused``, ``drain``).
 
@@ -89,6 +91,7 @@ class Client:
         self.dirty = False  # marked for the hub's next flush
         self.started = True  # headers (and any preamble) written: events may follow
         self.slow_task: asyncio.Task[None] | None = None
+        self.closing: asyncio.Task[None] | None = None  # a WebSocket's close handshake
         self.transport: asyncio.WriteTransport | None = None
         self._flow: Any = None
         self._out: Any = None
@@ -169,19 +172,27 @@ class Client:
             with contextlib.suppress(ConnectionError):
                 await self._out.drain()
 
+    def ready_transport(self) -> asyncio.WriteTransport | None:
+        """The transport, when this client can be written right now without queueing:
+        started, nothing queued or marked, no writer task, not closing, socket
+        accepting. One call with plain attribute reads: the hub asks it once per
+        caught-up client per event."""
+        if self.dirty or self.slow_task is not None or self.closing is not None:
+            return None
+        q = self.queue
+        if q.closed or len(q) or not self.started:
+            return None
+        t = self.transport
+        if t is None or t.is_closing():
+            return None
+        flow = self._flow
+        if flow is not None and flow.writing_paused:
+            return None
+        return t
+
     def can_write_now(self) -> bool:
         """Nothing queued, no writer task, socket accepting: write without queueing."""
-        t = self.transport
-        return (
-            not self.dirty
-            and self.started
-            and self.slow_task is None
-            and not len(self.queue)
-            and t is not None
-            and not self.queue.closed
-            and not self.writing_paused()
-            and not t.is_closing()
-        )
+        return self.ready_transport() is not None
 
     def write(self, data: bytes) -> bool:
         """Write ``data`` now; False if the socket is gone."""
@@ -299,7 +310,7 @@ class SubHandle:
 
     def __init__(
         self,
-        client: Client,
+        client: Subscriber,
         sub_id: str | None,
         pattern: str,
         flt: Callable[[Event], bool] | None,
@@ -423,7 +434,7 @@ _MAX_GAPS = 3  # consecutive gaps without progress before the subscription fails
 
 
 def subscribe_client(
-    client: Client,
+    client: Subscriber,
     broker: Broker,
     sub_id: str | None,
     pattern: str,
@@ -493,10 +504,10 @@ class Topic:
         self.hub = hub
         self.broker = broker
         self.pattern = pattern
-        self.members: dict[Client, int] = {}  # client -> its subscriptions to this pattern
-        self.ids: dict[Client, list[str | None]] = {}  # their ids, named in gap notices
+        self.members: dict[Subscriber, int] = {}  # client -> its subscriptions to this pattern
+        self.ids: dict[Subscriber, list[str | None]] = {}  # their ids, named in gap notices
         self.gaps_left = _MAX_GAPS
-        self.late: dict[Client, int] = {}  # joined after events of this iteration arrived
+        self.late: dict[Subscriber, int] = {}  # joined after events of this iteration arrived
         self.pending: list[Event] = []
         self.pending_bytes = 0
         self.dirty = False
@@ -550,14 +561,14 @@ class Topic:
             client.end()
         self.close()
 
-    def join(self, client: Client, sub_id: str | None = None) -> None:
+    def join(self, client: Subscriber, sub_id: str | None = None) -> None:
         n = self.members.get(client, 0)
         self.members[client] = n + 1
         self.ids.setdefault(client, []).append(sub_id)
         if not n and self.pending:
             self.late[client] = len(self.pending)
 
-    def leave(self, client: Client, sub_id: str | None = None) -> None:
+    def leave(self, client: Subscriber, sub_id: str | None = None) -> None:
         """One of ``client``'s subscriptions ends; it stays a member while it has others."""
         n = self.members.get(client, 0)
         if n > 1:
@@ -582,10 +593,11 @@ class Topic:
     def flush(self, counts: dict[str, int]) -> None:
         """Offer this iteration's events to every member as one segment.
 
-        Fast path: a caught-up member is written right away, with one frame per
-        transport kind built once and shared by every such member; the others queue
-        the segment. Deliveries are added to ``counts`` (per transport), which the hub
-        turns into metrics once per flush.
+        Fast path: a caught-up member (:meth:`Subscriber.ready_transport`) is written
+        right away, with one frame per transport kind built once and shared by every
+        such member: per member, one check and one ``transport.write``, nothing
+        allocated. The others queue the segment. Deliveries are added to ``counts``
+        (per transport), which the hub turns into metrics once per flush.
         """
         self.dirty = False
         segment: Segment = tuple(self.pending)
@@ -595,29 +607,37 @@ class Topic:
         late = self.late
         if late:
             self.late = {}
-        frames: dict[str, bytes] = {}
-        direct: dict[str, int] = {}
+        kinds: dict[str, list[Any]] = {}  # kind -> [frame, transport name, clients written]
+        kind: str | None = None
+        shared: list[Any] = []
         for client in list(self.members):
-            start = late.get(client) if late else None
-            if start is None:
-                if client.can_write_now():
-                    kind = client.kind
-                    frame = frames.get(kind)
-                    if frame is None:
-                        frame = frames[kind] = client.frame((segment,))
-                    if client.write(frame):
-                        name = client.transport_name
-                        direct[name] = direct.get(name, 0) + 1
-                        continue
+            if late and client in late:
+                self._offer_late(client, segment, late[client])
+                continue
+            t = client.ready_transport()
+            if t is None:
                 client.offer(segment, size)
-            elif start < len(segment):
-                part = segment[start:]
-                client.offer(part, sum(len(e.encode()) for e in part))
-        if direct:
+                continue
+            if client.kind != kind:
+                kind = client.kind
+                shared = kinds.get(kind) or kinds.setdefault(
+                    kind, [client.frame((segment,)), client.transport_name, 0]
+                )
+            t.write(shared[0])
+            shared[2] += 1
+        if kinds:
             self.hub.observe_latency(self.first_at)
             n = len(segment)
-            for name, k in direct.items():
+            for _frame, name, k in kinds.values():
                 counts[name] = counts.get(name, 0) + k * n
+
+    @staticmethod
+    def _offer_late(client: Subscriber, segment: Segment, start: int) -> None:
+        """``client`` joined after ``start`` of this segment's events arrived: it gets
+        the rest (the earlier ones came with its replay or predate its subscription)."""
+        if start < len(segment):
+            part = segment[start:]
+            client.offer(part, sum(len(e.encode()) for e in part))
 
 
 class TopicHandle:
@@ -625,7 +645,7 @@ class TopicHandle:
 
     __slots__ = ("client", "disposed", "id", "topic")
 
-    def __init__(self, topic: Topic, client: Client, sub_id: str | None = None) -> None:
+    def __init__(self, topic: Topic, client: Subscriber, sub_id: str | None = None) -> None:
         self.topic = topic
         self.client = client
         self.id = sub_id
@@ -637,7 +657,7 @@ class TopicHandle:
             self.topic.leave(self.client, self.id)
 
 
-class WsClient(Client):
+class WsClient(Subscriber):
     """A WebSocket consumer written by the hub (or its own task when backed up).
 
     Frames are built here from cached event bytes and written to the connection's
@@ -657,13 +677,9 @@ class WsClient(Client):
     ) -> None:
         super().__init__(hub, policy, request)
         self.ws = ws
-        self.closing: asyncio.Task[None] | None = None
 
     def frame(self, items: Sequence[Item]) -> bytes:
         return ws_frames(items)
-
-    def can_write_now(self) -> bool:
-        return self.closing is None and super().can_write_now()
 
     def on_overflow(self) -> None:
         if self.closing is None:
@@ -699,7 +715,7 @@ class WsClient(Client):
         await self.close(1001, b"server shutdown")
 
 
-class StreamClient(Client):
+class StreamClient(Subscriber):
     """An SSE or NDJSON response, written by the hub like a WebSocket.
 
     The handler task (:meth:`run`) only keeps the response open, sends heartbeats while
@@ -796,10 +812,10 @@ class Hub:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.clients: set[Client] = set()
+        self.clients: set[Subscriber] = set()
         self.connections = 0
         self.closing = False
-        self._dirty: list[Client] = []
+        self._dirty: list[Subscriber] = []
         self._dirty_topics: list[Topic] = []
         self.topics: dict[tuple[int, str], Topic] = {}
         self._scheduled = False
@@ -822,12 +838,12 @@ class Hub:
     def _queued_bytes(self) -> float:
         return float(sum(c.queue.bytes for c in self.clients))
 
-    def add(self, client: Client) -> None:
+    def add(self, client: Subscriber) -> None:
         self.clients.add(client)
         self.metrics.connections.labels(client.transport_name).inc()
         self.metrics.connections_total.labels(client.transport_name).inc()
 
-    def remove(self, client: Client) -> None:
+    def remove(self, client: Subscriber) -> None:
         if client in self.clients:
             self.clients.discard(client)
             self.metrics.connections.labels(client.transport_name).dec()
@@ -858,7 +874,7 @@ class Hub:
             topic.start(live_from)
         return topic
 
-    def mark(self, client: Client) -> None:
+    def mark(self, client: Subscriber) -> None:
         """``client`` has something queued: write it at the next flush (this iteration's,
         or a write-delay window already open)."""
         self._dirty.append(client)

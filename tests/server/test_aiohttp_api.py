@@ -33,14 +33,14 @@ def test_aiohttp_major_version_is_the_pinned_one() -> None:
 
 def test_public_flow_control_the_delivery_shells_use() -> None:
     assert isinstance(inspect.getattr_static(BaseProtocol, "writing_paused"), property), (
-        "BaseProtocol.writing_paused is gone: delivery.Client.writing_paused reads it"
+        "BaseProtocol.writing_paused is gone: delivery.Subscriber.writing_paused reads it"
     )
     assert inspect.iscoroutinefunction(AbstractStreamWriter.drain), (
-        "AbstractStreamWriter.drain is gone: delivery.Client.drain awaits it"
+        "AbstractStreamWriter.drain is gone: delivery.Subscriber.drain awaits it"
     )
     for name in ("transport", "protocol", "writer", "method"):
         assert hasattr(web.BaseRequest, name), (
-            f"web.BaseRequest.{name} is gone: delivery.Client.__init__ reads it"
+            f"web.BaseRequest.{name} is gone: delivery.Subscriber.__init__ reads it"
         )
 
 

@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 
 from adapters.server import HUB
-from adapters.server.delivery import Client
+from adapters.server.delivery import Subscriber
 
 from .test_ws import collect, next_op
 
@@ -59,7 +59,7 @@ async def test_caught_up_clients_share_one_frame_per_transport_written_from_the_
         await ws.send_json({"op": "subscribe", "id": "s", "pattern": "room.>"})
         await next_op(ws, "subscribed")
     await wait_for(lambda: len(hub.clients) == 8 and all(c.started for c in hub.clients))
-    clients: list[Client] = list(hub.clients)
+    clients: list[Subscriber] = list(hub.clients)
     recorders = {}
     for c in clients:
         recorders[c] = c.transport = Recording(c.transport)  # type: ignore[assignment]
