@@ -272,35 +272,49 @@ def parse_body(body: bytes, content_type: str | None, type_: str = DEFAULT_TYPE)
     if not type_ or len(type_) > 256:
         raise ProtocolError("bad_request", "type must be 1 to 256 characters", field="type")
     if kind == JSON:
-        value = _loads(body)
-        if isinstance(value, list):
-            if not value:
-                raise ProtocolError("bad_json", "empty array: nothing to publish")
-            return [_item(v, type_, {"index": i}) for i, v in enumerate(value)]
-        return [_item(value, type_, {})]
+        return _json_body(body, type_)
     if kind == NDJSON:
-        events: list[Event] = []
-        for n, line in enumerate(body.split(b"\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                value = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise ProtocolError(
-                    "bad_json", f"line {n}: malformed JSON: {exc}", line=n
-                ) from None
-            events.append(_item(value, type_, {"line": n}))
-        if not events:
-            raise ProtocolError("bad_json", "empty body")
-        return events
+        return _ndjson_body(body, type_)
     if kind == CE:
         return [_cloudevent(_loads(body), {})]
     if kind == CE_BATCH:
-        value = _loads(body)
-        if not isinstance(value, list):
-            raise ProtocolError("bad_json", "a CloudEvents batch must be a JSON array")
-        if not value:
-            raise ProtocolError("bad_json", "empty array: nothing to publish")
-        return [_cloudevent(v, {"index": i}) for i, v in enumerate(value)]
+        return _cloudevents_batch(body)
     check_media_type(kind)
     raise AssertionError("unreachable")
+
+
+def _json_body(body: bytes, type_: str) -> list[Event]:
+    """``application/json``: one value, or an array of values (``index`` in errors)."""
+    value = _loads(body)
+    if not isinstance(value, list):
+        return [_item(value, type_, {})]
+    if not value:
+        raise ProtocolError("bad_json", "empty array: nothing to publish")
+    return [_item(v, type_, {"index": i}) for i, v in enumerate(value)]
+
+
+def _ndjson_body(body: bytes, type_: str) -> list[Event]:
+    """``application/x-ndjson``: one value per line, blank lines skipped (``line`` in
+    errors, 1-based)."""
+    events: list[Event] = []
+    for n, line in enumerate(body.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError("bad_json", f"line {n}: malformed JSON: {exc}", line=n) from None
+        events.append(_item(value, type_, {"line": n}))
+    if not events:
+        raise ProtocolError("bad_json", "empty body")
+    return events
+
+
+def _cloudevents_batch(body: bytes) -> list[Event]:
+    """``application/cloudevents-batch+json``: a non-empty array of CloudEvents."""
+    value = _loads(body)
+    if not isinstance(value, list):
+        raise ProtocolError("bad_json", "a CloudEvents batch must be a JSON array")
+    if not value:
+        raise ProtocolError("bad_json", "empty array: nothing to publish")
+    return [_cloudevent(v, {"index": i}) for i, v in enumerate(value)]

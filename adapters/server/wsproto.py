@@ -110,21 +110,33 @@ def compile_filter(spec: object, ref: str | None = None) -> Filter | None:
     attrs: list[tuple[str, Any]] = []
     data: list[tuple[str, Any]] = []
     for key, value in spec.items():
-        if isinstance(value, dict | list):
-            raise ProtocolError(
-                "bad_request", f"filter {key!r}: values are JSON scalars", field="filter", ref=ref
-            )
-        if key in _ATTRS:
-            attrs.append((key, value))
-        elif key.startswith("data.") and len(key) > 5:
-            data.append((key[5:], value))
-        else:
-            raise ProtocolError(
-                "bad_request",
-                f"filter key {key!r}: use one of {', '.join(_ATTRS)} or data.<key>",
-                field="filter",
-                ref=ref,
-            )
+        name, in_data = _filter_term(key, value, ref)
+        (data if in_data else attrs).append((name, value))
+    return _matcher(attrs, data)
+
+
+def _filter_term(key: str, value: object, ref: str | None) -> tuple[str, bool]:
+    """One ``key: value`` pair of a filter: the attribute or ``data`` key it compares, and
+    whether it is in ``data``. Raises :class:`ProtocolError` for anything else."""
+    if isinstance(value, dict | list):
+        raise ProtocolError(
+            "bad_request", f"filter {key!r}: values are JSON scalars", field="filter", ref=ref
+        )
+    if key in _ATTRS:
+        return key, False
+    if key.startswith("data.") and len(key) > 5:
+        return key[5:], True
+    raise ProtocolError(
+        "bad_request",
+        f"filter key {key!r}: use one of {', '.join(_ATTRS)} or data.<key>",
+        field="filter",
+        ref=ref,
+    )
+
+
+def _matcher(attrs: list[tuple[str, Any]], data: list[tuple[str, Any]]) -> Filter:
+    """The predicate of a compiled filter: every attribute and ``data`` key equals its value
+    (an event whose ``data`` is not an object matches no ``data.`` term)."""
 
     def predicate(event: Event) -> bool:
         for name, want in attrs:
@@ -178,63 +190,85 @@ def parse_message(raw: bytes | str) -> Op:
     # echoed in errors only when it is a valid id (never an arbitrary client string)
     ref = raw_ref if isinstance(raw_ref, str) and 0 < len(raw_ref) <= MAX_ID else None
     op = msg.get("op")
-    if op == "subscribe":
-        sid = _id(msg, "id", ref, required=True)
-        assert sid is not None
+    parse = _PARSERS.get(op) if isinstance(op, str) else None
+    if parse is None:
+        raise ProtocolError(
+            "unknown_op", f"op {_shown(op)} is not one of {', '.join(OPS)}", ref=ref
+        )
+    return parse(msg, ref)
+
+
+def _subscribe(msg: dict[str, Any], ref: str | None) -> Subscribe:
+    sid = _id(msg, "id", ref, required=True)
+    assert sid is not None
+    try:
+        pattern = validate_pattern(msg.get("pattern"))
+    except SubjectError as exc:
+        raise ProtocolError("bad_subject", str(exc), field="pattern", ref=ref) from None
+    since_raw = msg.get("since")
+    since = None
+    if since_raw is not None:
         try:
-            pattern = validate_pattern(msg.get("pattern"))
-        except SubjectError as exc:
-            raise ProtocolError("bad_subject", str(exc), field="pattern", ref=ref) from None
-        since_raw = msg.get("since")
-        since = None
-        if since_raw is not None:
-            try:
-                since = parse_position(since_raw)
-            except ProtocolError as exc:
-                exc.ref = ref
-                raise
-        overflow = msg.get("overflow")
-        if overflow is not None and not isinstance(overflow, str):
-            raise ProtocolError(
-                "bad_request", "overflow must be a policy name", field="overflow", ref=ref
-            )
-        return Subscribe(sid, pattern, since, compile_filter(msg.get("filter"), ref), overflow)
-    if op == "unsubscribe":
-        sid = _id(msg, "id", ref, required=True)
-        assert sid is not None
-        return Unsubscribe(sid)
-    if op == "publish":
-        pref = _id(msg, "ref", ref, required=False)
+            since = parse_position(since_raw)
+        except ProtocolError as exc:
+            exc.ref = ref  # shared validators do not know which message they check
+            raise
+    overflow = msg.get("overflow")
+    if overflow is not None and not isinstance(overflow, str):
+        raise ProtocolError(
+            "bad_request", "overflow must be a policy name", field="overflow", ref=ref
+        )
+    return Subscribe(sid, pattern, since, compile_filter(msg.get("filter"), ref), overflow)
+
+
+def _unsubscribe(msg: dict[str, Any], ref: str | None) -> Unsubscribe:
+    sid = _id(msg, "id", ref, required=True)
+    assert sid is not None
+    return Unsubscribe(sid)
+
+
+def _publish(msg: dict[str, Any], ref: str | None) -> Publish:
+    pref = _id(msg, "ref", ref, required=False)
+    try:
+        subject = validate_subject(msg.get("subject"))
+    except SubjectError as exc:
+        raise ProtocolError("bad_subject", str(exc), field="subject", ref=ref) from None
+    return Publish(pref, subject, check_deliverable(_published_event(msg, ref), ref))
+
+
+def _published_event(msg: dict[str, Any], ref: str | None) -> Event:
+    """A publish's event: a whole CloudEvent under ``event``, else ``data`` and ``type``."""
+    if "event" in msg:
         try:
-            subject = validate_subject(msg.get("subject"))
-        except SubjectError as exc:
-            raise ProtocolError("bad_subject", str(exc), field="subject", ref=ref) from None
-        if "event" in msg:
-            try:
-                event = event_from_dict(msg["event"], {})
-            except ProtocolError as exc:
-                exc.ref = ref
-                raise
-        else:
-            type_ = msg.get("type", DEFAULT_TYPE)
-            if not isinstance(type_, str) or not type_ or len(type_) > 256:
-                raise ProtocolError(
-                    "bad_event", "type must be 1 to 256 characters", field="type", ref=ref
-                )
-            event = Event.create(msg.get("data"), type=type_)
-        return Publish(pref, subject, check_deliverable(event, ref))
-    if op == "auth":
-        aref = _id(msg, "ref", ref, required=False)
-        token = msg.get("token")
-        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
-            raise ProtocolError(
-                "bad_request",
-                f"'token' must be a string of 1 to {MAX_TOKEN} characters",
-                field="token",
-                ref=ref,
-            )
-        return Auth(aref, token)
-    raise ProtocolError("unknown_op", f"op {_shown(op)} is not one of {', '.join(OPS)}", ref=ref)
+            return event_from_dict(msg["event"], {})
+        except ProtocolError as exc:
+            exc.ref = ref  # shared validators do not know which message they check
+            raise
+    type_ = msg.get("type", DEFAULT_TYPE)
+    if not isinstance(type_, str) or not type_ or len(type_) > 256:
+        raise ProtocolError("bad_event", "type must be 1 to 256 characters", field="type", ref=ref)
+    return Event.create(msg.get("data"), type=type_)
+
+
+def _auth(msg: dict[str, Any], ref: str | None) -> Auth:
+    aref = _id(msg, "ref", ref, required=False)
+    token = msg.get("token")
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
+        raise ProtocolError(
+            "bad_request",
+            f"'token' must be a string of 1 to {MAX_TOKEN} characters",
+            field="token",
+            ref=ref,
+        )
+    return Auth(aref, token)
+
+
+_PARSERS: Final[dict[str, Callable[[dict[str, Any], str | None], Op]]] = {
+    "subscribe": _subscribe,
+    "unsubscribe": _unsubscribe,
+    "publish": _publish,
+    "auth": _auth,
+}
 
 
 OPS: Final = ("subscribe", "unsubscribe", "publish", "auth")
