@@ -1,4 +1,4 @@
-"""The ``rxstreams`` command line: ``serve``, ``demo``, ``tail``, ``publish`` and ``worker``.
+"""The ``rxstreams`` command line: serve, demo, tail, publish, worker, doctor.
 
 ``tail``/``publish`` live in ``adapters.client.cli_commands`` and ``worker`` in
 ``adapters.brokers.worker``; they are imported only when used, so ``serve`` stays light.
@@ -26,6 +26,13 @@ from typing import Any
 
 from aiohttp import web
 from reactivex import Observable
+
+import adapters
+
+if getattr(adapters, "__distribution__", None) != "rxstreams":  # see adapters/__init__.py
+    from .doctor import not_ours
+
+    raise ImportError(not_ours(adapters))
 
 __all__ = ["CliError", "build_parser", "load_target", "main", "resolve_broker", "serve_app"]
 
@@ -207,6 +214,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"cannot serve the demo on {args.host}:{args.port}: {exc.strerror or exc}", 1
         ) from None
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Name each other installed distribution providing ``streams``/``operators``/``adapters``."""
+    from .doctor import conflicts, report
+
+    lines, status = report(conflicts())
+    for line in lines:
+        print(f"rxstreams doctor: {line}")
+    return status
 
 
 def _check_broker_url(url: str) -> None:
@@ -468,6 +485,16 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--checkpoint-every", type=int, default=1000, help="keyed group: events")
     w.add_argument("--lease", type=float, default=5.0, help="keyed group: lease seconds")
     w.set_defaults(func=cmd_worker)
+
+    doc = command(
+        "doctor",
+        "check the installation for packages that clash with rxstreams' names",
+        "Name every installed distribution other than rxstreams that provides a top-level "
+        "streams, operators or adapters package (PyPI's adapters, AdapterHub, is one: "
+        "installed together, one overwrites the other's files). Exit status 1 when there is "
+        "one, 0 otherwise.",
+    )
+    doc.set_defaults(func=cmd_doctor)
     return p
 
 

@@ -1,10 +1,11 @@
-"""Every shell command the README prints runs as printed in bash.
+"""Every shell command the README and the docs pages (docs/**/*.md) print runs as printed in bash.
 
 A command is each line of a ``bash``/``sh``/``shell`` block (comments and continuation
 lines joined), and each ``$ `` line of a ``console`` or untagged block. Each must split
 cleanly (balanced quotes), must not hold an unquoted redirection (``chat.>`` makes bash
 write a file named after the next word) or an unquoted glob (``sensors.*``), and each
-``rxstreams`` command must be accepted by the real argument parser.
+``rxstreams`` command must be accepted by the real argument parser. A fence may be indented
+(a block inside an admonition); its lines are read without that indentation.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import pytest
 
 from adapters.cli import build_parser
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 SHELL = {"bash", "sh", "shell"}
-FENCE = re.compile(r"^```(\w*)\s*$")
+FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 REDIRECTION = re.compile(r"^[0-9]*[<>]+&?[0-9]*$|^&>>?$")
 GLOB = re.compile(r"[*?\[]")
 
@@ -28,14 +31,17 @@ def commands(text: str) -> list[tuple[int, str]]:
     """(line number, command) for each shell command in the markdown ``text``."""
     found: list[tuple[int, str]] = []
     lang: str | None = None
+    indent = ""
     pending, start = "", 0
     for number, line in enumerate(text.splitlines(), 1):
         fence = FENCE.match(line)
         if fence:
-            lang = None if lang is not None else fence.group(1)
+            lang = None if lang is not None else fence.group(2)
+            indent = fence.group(1)
             continue
         if lang is None:
             continue
+        line = line.removeprefix(indent)
         if lang in SHELL:
             command = line
         elif lang in ("console", "") and line.startswith("$ "):
@@ -91,33 +97,40 @@ def argv(command: str) -> list[str]:
     return words[: words.index("|")] if "|" in words else words
 
 
-README_COMMANDS = commands(README.read_text())
+COMMANDS = [
+    (f"{page.relative_to(ROOT)}:{n}", c) for page in PAGES for n, c in commands(page.read_text())
+]
 
 
-def test_the_readme_prints_shell_commands() -> None:
-    assert len(README_COMMANDS) > 10
-    assert any(c.startswith("rxstreams tail") for _, c in README_COMMANDS)
+def test_the_docs_print_shell_commands() -> None:
+    # The README alone printed 29 before the guide moved into docs/ (issue 14).
+    assert len(COMMANDS) >= 29
+    assert any(c.startswith("rxstreams tail") for _, c in COMMANDS)
+    assert any(w.startswith("README.md") and c.startswith("make demo") for w, c in COMMANDS)
 
 
-@pytest.mark.parametrize(
-    ("line", "command"), README_COMMANDS, ids=[str(n) for n, _ in README_COMMANDS]
-)
-def test_each_readme_command_runs_as_printed_in_bash(line: int, command: str) -> None:
-    assert problems(command) == [], f"README.md:{line}: {command}"
+@pytest.mark.parametrize(("where", "command"), COMMANDS, ids=[w for w, _ in COMMANDS])
+def test_each_command_runs_as_printed_in_bash(where: str, command: str) -> None:
+    assert problems(command) == [], f"{where}: {command}"
 
 
-RXSTREAMS = [(n, c) for n, c in README_COMMANDS if c.startswith("rxstreams ")]
+RXSTREAMS = [(w, c) for w, c in COMMANDS if c.startswith("rxstreams ")]
 
 
-@pytest.mark.parametrize(("line", "command"), RXSTREAMS, ids=[str(n) for n, _ in RXSTREAMS])
-def test_each_rxstreams_command_is_accepted_by_the_cli(line: int, command: str) -> None:
+@pytest.mark.parametrize(("where", "command"), RXSTREAMS, ids=[w for w, _ in RXSTREAMS])
+def test_each_rxstreams_command_is_accepted_by_the_cli(where: str, command: str) -> None:
     try:
         build_parser().parse_args(argv(command)[1:])
     except SystemExit as exc:
-        pytest.fail(f"README.md:{line}: rxstreams refuses {command!r} (exit {exc.code})")
+        pytest.fail(f"{where}: rxstreams refuses {command!r} (exit {exc.code})")
 
 
 def test_the_check_catches_the_redirection_the_issue_found() -> None:
     text = "```console\n$ rxstreams tail http://127.0.0.1:8080/events/chat.> --format ndjson\n```\n"
     [(_, command)] = commands(text)
     assert problems(command) == ["unquoted redirection '>'"]
+
+
+def test_a_fence_inside_an_admonition_is_read_without_its_indentation() -> None:
+    text = "!!! note\n\n    ```console\n    $ rxstreams doctor\n    ```\n"
+    assert commands(text) == [(4, "rxstreams doctor")]
