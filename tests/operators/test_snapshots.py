@@ -322,6 +322,19 @@ def test_event_time_windows_resume(
     check(build, events, cut)
 
 
+@given(stream(stamped), cuts, shapes, st.sampled_from([0.0, 2.0]), st.booleans())
+def test_per_key_watermark_windows_resume(
+    events: Any, cut: float, shape: Any, lateness: float, idle: bool
+) -> None:
+    def build(o: Any, s: TestScheduler) -> Any:
+        return o.pipe(
+            window_op(shape, timestamp=lambda e: e["t"], lateness=lateness, scheduler=s,
+                      key=lambda e: e["k"], idle=3.37 if idle else None, watermark="per_key")
+        )  # fmt: skip
+
+    check(build, events, cut)
+
+
 @given(stream(st.sampled_from(["a", "b", "c"])), cuts, st.sampled_from([1.0, 2.5, 5.0]))
 def test_processing_time_windows_resume_on_another_clock(
     events: Any, cut: float, size: float
@@ -349,6 +362,67 @@ def test_group_by_key_resumes(events: Any, cut: float, expire: Any) -> None:
         return grouped.pipe(ops.flat_map(flatten_groups))
 
     check(build, events, cut)
+
+
+limited = st.tuples(st.integers(0, 40), st.sampled_from(["a", "b", ("c", 1)])).map(
+    lambda p: {"t": p[0], "k": p[1]}
+)
+
+
+@given(stream(limited), cuts, st.none() | durations, st.sampled_from([0.37, 1.37]), st.booleans())
+def test_rate_limits_inside_groups_resume(
+    events: Any, cut: float, expire: Any, rate: float, event_time: bool
+) -> None:
+    """The groups' own pipelines (a rate limit per key, on the clock or on event time, with
+    groups expiring or not) carry on after a restore as if never interrupted."""
+
+    def per_key(group: Any) -> Any:
+        k = group.key
+        at = (lambda e: e["t"]) if event_time else None
+        limit = rate_limit(rate, 2, scheduler=group_scheduler[0], timestamp=at)
+        return group.pipe(limit, ops.map(lambda e: (k, e["t"])))
+
+    group_scheduler: list[Any] = [None]
+
+    def build(o: Any, s: TestScheduler) -> Any:
+        group_scheduler[0] = s
+        grouped = o.pipe(group_by_key(lambda e: e["k"], expire_after=expire, scheduler=s))
+        return grouped.pipe(ops.flat_map(per_key))
+
+    check(build, events, cut)
+
+
+def test_a_groups_stages_are_named_by_its_key_and_forgotten_when_it_ends() -> None:
+    s, subject = TestScheduler(), Subject[Any]()
+    with collecting() as stages:
+        grouped = subject.pipe(group_by_key(lambda e: e[0], expire_after=5, scheduler=s))
+        grouped.pipe(
+            ops.flat_map(lambda g: g.pipe(rate_limit(1, 2, scheduler=s), dedupe(scheduler=s)))
+        ).subscribe(scheduler=s)
+    subject.on_next(("ada", 1))
+    subject.on_next((("r", 2), 1))
+    assert list(stages) == [
+        "group_by_key-0",
+        'group_by_key-0["ada"]/rate_limit-0',
+        'group_by_key-0["ada"]/dedupe-0',
+        'group_by_key-0[["r",2]]/rate_limit-0',
+        'group_by_key-0[["r",2]]/dedupe-0',
+    ]
+    s.advance_to(6.0)  # both groups expire
+    assert list(stages) == ["group_by_key-0"]
+
+
+def test_a_snapshot_with_state_for_groups_of_another_pipeline_is_refused() -> None:
+    subject = Subject[Any]()
+    with collecting() as stages:
+        subject.pipe(group_by_key(lambda e: e, name="users")).subscribe()
+    with pytest.raises(StageSetError):
+        restore_all(stages, {"users": stages["users"].snapshot(), 'other["a"]/rate_limit-0': {}})
+    snap = {"users": {"kind": "group_by_key", "config": {"expire_after": None},
+                      "groups": [["a", 0.0, None]]},
+            'users["a"]/rate_limit-0': {}}  # fmt: skip
+    with pytest.raises(StageSetError):  # the group's pipeline (nothing) has no such stage
+        restore_all(stages, snap)
 
 
 # -- joins --------------------------------------------------------------------------------
