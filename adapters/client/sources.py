@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import aiohttp
@@ -362,13 +362,7 @@ def websocket_source(
 
     async def attempt(http: aiohttp.ClientSession, sub: _Subscription) -> None:
         hdrs = await _auth_headers(token, headers)
-        try:
-            ws = await http.ws_connect(
-                target, headers=hdrs, heartbeat=heartbeat, compress=0, max_msg_size=max_size
-            )
-        except aiohttp.WSServerHandshakeError as exc:
-            code = _HANDSHAKE_CODES.get(exc.status, "http_error")
-            raise ServerError(exc.status, code, exc.message or "handshake refused") from None
+        ws = await _ws_connect(http, target, hdrs, heartbeat, max_size)
 
         async def subscribe() -> None:
             await ws.send_str(
@@ -378,26 +372,60 @@ def websocket_source(
         async with ws:
             await subscribe()
             async for msg in ws:
-                if msg.type == aiohttp.WSMsgType.ERROR:
-                    raise aiohttp.ClientConnectionError(f"WebSocket error: {ws.exception()}")
-                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    continue
-                for item in decode_ws_message(msg.data):
-                    if isinstance(item, Event):
+                for item in _ws_items(ws, msg):
+                    if isinstance(item, Event):  # the hot path: most items are events
                         sub.deliver(item)
-                    elif isinstance(item, GapNotice):
-                        sub.gap(item)
-                    elif isinstance(item, ServerError):
-                        if item.code != "gap":
-                            raise item
-                        # a gap refused as an error: resubscribe from the earliest event
-                        sub.gap(GapNotice.from_dict(item.body))
+                    elif _ws_notice(item, sub):
                         await subscribe()
-                    elif isinstance(item, Control) and item.op == "subscribed":
-                        sub.policy.reset()
             log.debug("WebSocket closed with code %s", ws.close_code)
 
     return _resuming(attempt, since, backoff, on_gap, session)
+
+
+async def _ws_connect(
+    http: aiohttp.ClientSession,
+    target: URL,
+    headers: Mapping[str, str],
+    heartbeat: float | None,
+    max_size: int,
+) -> aiohttp.ClientWebSocketResponse:
+    """Open the WebSocket; a refused handshake becomes the :class:`ServerError` its HTTP
+    status means (so 401/403/503 are told apart from a dropped connection)."""
+    try:
+        return await http.ws_connect(
+            target, headers=headers, heartbeat=heartbeat, compress=0, max_msg_size=max_size
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        code = _HANDSHAKE_CODES.get(exc.status, "http_error")
+        raise ServerError(exc.status, code, exc.message or "handshake refused") from None
+
+
+def _ws_items(
+    ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage
+) -> Sequence[Event | GapNotice | ServerError | Control]:
+    """What one WebSocket message carries (events, notices, errors); a transport error
+    ends the connection, and control frames carry nothing."""
+    if msg.type == aiohttp.WSMsgType.ERROR:
+        raise aiohttp.ClientConnectionError(f"WebSocket error: {ws.exception()}")
+    if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+        return ()
+    return decode_ws_message(msg.data)
+
+
+def _ws_notice(item: object, sub: _Subscription) -> bool:
+    """Act on a decoded item that is not an event. True when the server refused the resume
+    with a ``gap`` error: the caller subscribes again, from the earliest retained event. Any
+    other error from the server ends the connection (raised)."""
+    if isinstance(item, GapNotice):
+        sub.gap(item)
+    elif isinstance(item, ServerError):
+        if item.code != "gap":
+            raise item
+        sub.gap(GapNotice.from_dict(item.body))
+        return True
+    elif isinstance(item, Control) and item.op == "subscribed":
+        sub.policy.reset()
+    return False
 
 
 async def first_events(source: Observable[Event], n: int, timeout: float = 10.0) -> list[Event]:
