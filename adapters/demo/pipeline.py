@@ -256,6 +256,158 @@ class Presence:
         return [Change(room, user, "leave", sorted(members))]
 
 
+def valid_names(m: Message) -> bool:
+    return bool(NAME.fullmatch(m.user) and NAME.fullmatch(m.room))
+
+
+def is_chat(e: Event) -> bool:
+    return e.type in KINDS
+
+
+def kind_of(m: Message) -> str:
+    return KINDS[m.kind]
+
+
+def user_of(m: Message) -> str:
+    return m.user
+
+
+def typist_of(m: Message) -> tuple[str, str]:
+    return m.room, m.user
+
+
+def plain(m: Message) -> tuple[Any, ...]:
+    """Stages that hold items (batches, windows) hold plain tuples: what a checkpoint
+    stores and restores (a keyed worker group); ``Message._make`` reads them back."""
+    return tuple(m)
+
+
+def room_at(t: tuple[Any, ...]) -> str:
+    return str(t[1])
+
+
+def each(changes: list[Change]) -> Observable[Change]:
+    return reactivex.from_iterable(changes)
+
+
+class _Chat:
+    """The chat pipeline's stages, one method each, and where their results go.
+
+    Every stateful stage is built when :func:`build_pipeline` subscribes it, so a keyed
+    worker group collects it (``operators.state``), the per-user and per-typist stages
+    inside ``group_by_key`` included: a user's rate limit goes on where it stood when a
+    room's partition moves to another member.
+    """
+
+    def __init__(self, send: Send, rules: Rules, scheduler: abc.SchedulerBase | None) -> None:
+        self.send, self.rules, self.scheduler = send, rules, scheduler
+
+    # -- refusals, told to the sender --------------------------------------------------
+    def reject(self, m: Message, reason: str) -> None:
+        if NAME.fullmatch(m.user):
+            data = {"room": m.room, "text": m.text, "reason": reason}
+            if m.mid is not None:
+                data["mid"] = m.mid
+            self.send(f"user.{m.user}.rejected", "chat.rejected", [data])
+
+    def refuse(self, m: Message) -> None:
+        self.reject(m, verdict(m, self.rules) or "")
+
+    def check(self, m: Message) -> str:
+        return "ok" if verdict(m, self.rules) is None else "bad"
+
+    def repeated(self, m: Message) -> None:
+        ttl = self.rules.repeat_ttl
+        self.reject(m, f"Already said: the same message is accepted again after {ttl:g} s")
+
+    def too_fast(self, m: Message) -> None:
+        r = self.rules
+        self.reject(m, f"Slow down: at most {r.burst} messages at once, then {r.rate:g} per second")
+
+    # -- stages --------------------------------------------------------------------------
+    def by_kind(self, inbound: Observable[Event]) -> Branches[Message]:
+        """1. Routing by kind (malformed input is skipped: there is nobody to answer)."""
+        return inbound.pipe(
+            where(is_chat),
+            select(parse_input, on_error="skip"),
+            route(kind_of, ["message", "typing", "presence"]),
+        )
+
+    def checked(self, messages: Observable[Message]) -> Branches[Message]:
+        """2. Filtering: accepted, or rejected with a reason the sender sees."""
+        return messages.pipe(route(self.check, ["ok", "bad"]))
+
+    def per_user(self, group: Group[str, Message]) -> Observable[Message]:
+        r = self.rules
+        limit = rate_limit(r.rate, r.burst, on_drop=self.too_fast, scheduler=self.scheduler)
+        return group.pipe(limit)
+
+    def flood_control(self, ok: Observable[Message]) -> Branches[Message]:
+        """3. Flood control: repeats dropped, then one token bucket per user."""
+        r, sch = self.rules, self.scheduler
+        return ok.pipe(
+            dedupe(repeat_key, ttl=r.repeat_ttl, scheduler=sch, on_drop=self.repeated),
+            group_by_key(user_of, expire_after=60.0, scheduler=sch),
+            ops.flat_map(self.per_user),
+            broadcast(["deliver", "stats"]),
+        )
+
+    def per_typist(self, group: Group[tuple[str, str], Message]) -> Observable[Message]:
+        return group.pipe(throttle(self.rules.typing_every, latest=True, scheduler=self.scheduler))
+
+    def typing(self, signals: Observable[Message]) -> Observable[Message]:
+        """4. Typing: at most one signal per (room, user) per period."""
+        return signals.pipe(
+            where(valid_names),
+            group_by_key(typist_of, expire_after=60.0, scheduler=self.scheduler),
+            ops.flat_map(self.per_typist),
+        )
+
+    def batched(self, accepted: Observable[Message]) -> Observable[Any]:
+        """5. Batched delivery: one publish per room per burst."""
+        within = self.rules.batch_within
+        return accepted.pipe(
+            select(plain),
+            batch_by_key(room_at, count=100, within=within, leading=True, scheduler=self.scheduler),
+        )
+
+    def presence(self, events: Observable[Message]) -> Observable[Change]:
+        """6. Presence from joins, leaves and closed connections."""
+        presence = Presence()
+        register(presence, "presence")  # checkpointed when run by a keyed worker group
+        return events.pipe(select(presence.apply), ops.flat_map(each))
+
+    def stats(self, accepted: Observable[Message]) -> Observable[Any]:
+        """7. Windowed statistics: messages per room per minute, refreshed every step."""
+        r = self.rules
+        return accepted.pipe(
+            select(plain),
+            sliding(r.stats_window, r.stats_step, key=room_at, agg=count_of(),
+                    scheduler=self.scheduler),
+        )  # fmt: skip
+
+    # -- outputs ---------------------------------------------------------------------------
+    def deliver(self, batch: tuple[str, list[tuple[Any, ...]]]) -> None:
+        room, msgs = batch
+        data = [delivered_data(Message._make(m)) for m in msgs]
+        self.send(f"room.{room}.msg", "chat.message", data)
+
+    def typing_signal(self, m: Message) -> None:
+        self.send(f"room.{m.room}.typing", "chat.typing", [{"user": m.user}])
+
+    def presence_change(self, c: Change) -> None:
+        self.send(f"room.{c.room}.presence", "chat.presence", [c._asdict()])
+
+    def stat(self, w: Window | Any) -> None:
+        window = self.rules.stats_window
+        data = {"room": w.key, "per_minute": w.value * 60.0 / window, "window": window}
+        self.send("stats.rooms", "chat.stats", [data])
+
+
+def repeat_key(m: Message) -> tuple[str, str, str]:
+    return m.room, m.user, (m.text or "").casefold()
+
+
 def build_pipeline(
     inbound: Observable[Event],
     send: Send,
@@ -275,121 +427,16 @@ def build_pipeline(
     >>> out
     ['room.lobby.presence']
     """
-    r = rules or Rules()
-    sch = scheduler
-
-    def valid_names(m: Message) -> bool:
-        return bool(NAME.fullmatch(m.user) and NAME.fullmatch(m.room))
-
-    def reject(m: Message, reason: str) -> None:
-        if NAME.fullmatch(m.user):
-            data = {"room": m.room, "text": m.text, "reason": reason}
-            if m.mid is not None:
-                data["mid"] = m.mid
-            send(f"user.{m.user}.rejected", "chat.rejected", [data])
-
-    def check(m: Message) -> str:
-        return "ok" if verdict(m, r) is None else "bad"
-
-    def repeat_key(m: Message) -> tuple[str, str, str]:
-        return m.room, m.user, (m.text or "").casefold()
-
-    def repeated(m: Message) -> None:
-        reject(m, f"Already said: the same message is accepted again after {r.repeat_ttl:g} s")
-
-    def too_fast(m: Message) -> None:
-        reject(m, f"Slow down: at most {r.burst} messages at once, then {r.rate:g} per second")
-
-    def per_user(group: Group[str, Message]) -> Observable[Message]:
-        return group.events.pipe(rate_limit(r.rate, r.burst, on_drop=too_fast, scheduler=sch))
-
-    def per_typist(group: Group[tuple[str, str], Message]) -> Observable[Message]:
-        return group.events.pipe(throttle(r.typing_every, latest=True, scheduler=sch))
-
-    def is_chat(e: Event) -> bool:
-        return e.type in KINDS
-
-    def kind_of(m: Message) -> str:
-        return KINDS[m.kind]
-
-    def user_of(m: Message) -> str:
-        return m.user
-
-    def room_of(m: Message) -> str:
-        return m.room
-
-    def plain(m: Message) -> tuple[Any, ...]:
-        # Stages that hold items (batches, windows) hold plain tuples: what a checkpoint
-        # stores and restores (a keyed worker group); Message._make reads them back.
-        return tuple(m)
-
-    def room_at(t: tuple[Any, ...]) -> str:
-        return str(t[1])
-
-    def typist_of(m: Message) -> tuple[str, str]:
-        return m.room, m.user
-
-    def each(changes: list[Change]) -> Observable[Change]:
-        return reactivex.from_iterable(changes)
-
-    # 1. routing by kind (malformed input is skipped: there is nobody to answer)
-    kinds: Branches[Message] = inbound.pipe(
-        where(is_chat),
-        select(parse_input, on_error="skip"),
-        route(kind_of, ["message", "typing", "presence"]),
-    )
-    # 2. filtering: accepted, or rejected with a reason the sender sees
-    checked: Branches[Message] = kinds["message"].pipe(route(check, ["ok", "bad"]))
-    # 3. flood control: repeats dropped, then one token bucket per user
-    accepted: Branches[Message] = checked["ok"].pipe(
-        dedupe(repeat_key, ttl=r.repeat_ttl, scheduler=sch, on_drop=repeated),
-        group_by_key(user_of, expire_after=60.0, scheduler=sch),
-        ops.flat_map(per_user),
-        broadcast(["deliver", "stats"]),
-    )
-    # 4. typing: at most one signal per (room, user) per period
-    typing = kinds["typing"].pipe(
-        where(valid_names),
-        group_by_key(typist_of, expire_after=60.0, scheduler=sch),
-        ops.flat_map(per_typist),
-    )
-    # 5. batched delivery: one publish per room per burst
-    delivered = accepted["deliver"].pipe(
-        select(plain),
-        batch_by_key(room_at, count=100, within=r.batch_within, leading=True, scheduler=sch),
-    )
-    # 6. presence from joins, leaves and closed connections
-    presence = Presence()
-    register(presence, "presence")  # checkpointed when run by a keyed worker group
-    changes = kinds["presence"].pipe(select(presence.apply), ops.flat_map(each))
-    # 7. windowed statistics: messages per room per minute, refreshed every step
-    stats = accepted["stats"].pipe(
-        select(plain),
-        sliding(r.stats_window, r.stats_step, key=room_at, agg=count_of(), scheduler=sch),
-    )
-
-    def deliver(batch: tuple[str, list[tuple[Any, ...]]]) -> None:
-        room, msgs = batch
-        data = [delivered_data(Message._make(m)) for m in msgs]
-        send(f"room.{room}.msg", "chat.message", data)
-
-    def typing_signal(m: Message) -> None:
-        send(f"room.{m.room}.typing", "chat.typing", [{"user": m.user}])
-
-    def presence_change(c: Change) -> None:
-        send(f"room.{c.room}.presence", "chat.presence", [c._asdict()])
-
-    def stat(w: Window | Any) -> None:
-        per_minute = w.value * 60.0 / r.stats_window
-        data = {"room": w.key, "per_minute": per_minute, "window": r.stats_window}
-        send("stats.rooms", "chat.stats", [data])
-
+    chat = _Chat(send, rules or Rules(), scheduler)
+    kinds = chat.by_kind(inbound)
+    checked = chat.checked(kinds["message"])
+    accepted = chat.flood_control(checked["ok"])
     subscriptions = [
-        checked["bad"].subscribe(lambda m: reject(m, verdict(m, r) or "")),
-        delivered.subscribe(deliver),
-        stats.subscribe(stat),
-        typing.subscribe(typing_signal),
-        changes.subscribe(presence_change),
+        checked["bad"].subscribe(chat.refuse),
+        chat.batched(accepted["deliver"]).subscribe(chat.deliver),
+        chat.stats(accepted["stats"]).subscribe(chat.stat),
+        chat.typing(kinds["typing"]).subscribe(chat.typing_signal),
+        chat.presence(kinds["presence"]).subscribe(chat.presence_change),
     ]
     # connect downstream first, so no branch misses an event
     for branches in (accepted, checked, kinds):
