@@ -1,9 +1,10 @@
 """Keyed worker groups (issue 10) on the real NATS and Redis servers: one JSON line.
 
-The keyed pipeline of the stateful-worker tests (``dedupe`` by message id, at most 5 messages
-per (room, user) per 10 s of event time, a count per room in 10 s event-time windows with 5 s
-of lateness; keyed by room, 8 partitions) over ``BENCH_EVENTS`` chat events (default 10,000;
-5% duplicates, 3% stragglers). Per broker:
+The keyed pipeline of the stateful-worker tests, on the library's operators (``dedupe`` by
+message id, ``group_by_key`` per (room, user) with an event-time ``rate_limit`` of 5 at once
+then one per 5 s, a ``tumbling`` count per room in 10 s event-time windows with 5 s of
+lateness on per-room watermarks; keyed by room, 8 partitions) over ``BENCH_EVENTS`` chat
+events (default 10,000; 5% duplicates, 3% stragglers). Per broker:
 
 - ``events_per_s``: with 1, 2 and 4 ``rxstreams worker`` processes (realistic case first: one
   process). The members start on an empty stream and own every partition before the clock

@@ -1,11 +1,13 @@
 """Reference stateful stages for keyed workers: each is an operator whose per-subscription
 state implements :class:`operators.state.Stateful` and registers itself when subscribed.
 
-They are the models for giving the library's own windows, ``dedupe`` and ``rate_limit``
-``snapshot()``/``restore()``, and what the keyed-worker tests and benchmark run. Every one
-keeps its state per key and decides on event time only, so a pipeline gives the same
-answers whether all keys run in one process or are spread over partitions (a watermark
-shared by all keys would not: it would advance differently in each partition).
+They are minimal models of the protocol (the keyed worker's doctests use them); the
+library's own operators implement it too, and the keyed-worker tests and benchmark run
+those (``dedupe``, ``group_by_key`` + ``rate_limit(timestamp=...)``, windows with
+``watermark="per_key"``). Every one here keeps its state per key and decides on event time
+only, so a pipeline gives the same answers whether all keys run in one process or are
+spread over partitions (a watermark shared by all keys would not: it would advance
+differently in each partition).
 
 >>> import reactivex
 >>> from operators.state import collecting

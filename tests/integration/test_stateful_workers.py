@@ -1,8 +1,11 @@
 """Keyed worker groups on the real NATS and Redis servers, with real worker processes.
 
-- oracle: the keyed pipeline over out-of-order events with duplicates, run by worker
-  processes (one SIGKILLed mid-stream, one joining later) gives exactly the outputs of one
-  subscription running it over the same input, after dropping repeats by output id;
+- oracle: the keyed pipeline (the library's ``dedupe``, ``group_by_key`` with an event-time
+  ``rate_limit`` per sender, ``tumbling`` per room on per-key watermarks; see
+  :mod:`tests.integration.stateful_pipelines`) over out-of-order events with duplicates,
+  run by worker processes (one SIGKILLed mid-stream, one joining later) gives exactly the
+  outputs of one subscription running it over the same input, after dropping repeats by
+  output id;
 - zombie: a member SIGSTOPped past its lease, its partitions taken over, then SIGCONTed,
   gets no output (so no commit) accepted;
 - rebalance: three members, one leaves cleanly, one joins: every unit has one owner at every
