@@ -27,13 +27,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import inspect
 import json
 import os
 import statistics
-import struct
-import subprocess
 import sys
 import time
 from typing import Any
@@ -43,77 +40,84 @@ import orjson
 HERE = os.path.dirname(os.path.abspath(__file__))
 # benchmarks/operators.py would shadow the operators package the demo imports
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+sys.path.append(HERE)  # after the packages: only _harness is found here
+
+from _harness import (  # noqa: E402
+    Proc,
+    add_cpu_route,
+    client_frame,
+    handshake,
+    percentiles,
+    serve_forever,
+    stdin_lines,
+    take_messages,
+)
+
 ROOM = "lobby"
 
 
 # -- servers -----------------------------------------------------------------------------
-def run_server(mode: str, batch_within: float, trailing: bool, loop: str) -> None:
+def demo_batch_within(batch_within: float) -> float:
+    """The demo's batch window: ``batch_within`` if set (> 0), else the shipped default."""
+    from adapters.demo.pipeline import Rules
+
+    return batch_within if batch_within > 0 else Rules().batch_within
+
+
+def rxstreams_app(batch_within: float, trailing: bool) -> Any:
+    """The demo as shipped (``create_demo_app``), ``trailing`` patching its batching back
+    to trailing windows, as the demo was before leading-edge batching."""
+    from adapters.demo.app import create_demo_app
+    from adapters.demo.pipeline import Rules
+    from adapters.server import ServerConfig
+    from streams import MemoryBroker, Retention
+
+    broker = MemoryBroker(Retention(max_events=100_000, max_per_subject=200))
+    cfg = ServerConfig(
+        max_connections=100_000, ws_ping=None, publish_rate=20_000, publish_burst=20_000
+    )
+    rules = Rules(batch_within=demo_batch_within(batch_within))
+    if trailing:
+        import adapters.demo.pipeline as pipeline
+        from operators import batch_by_key
+
+        def trailing_batch_by_key(*args: Any, **kwargs: Any) -> Any:
+            return batch_by_key(*args, **{**kwargs, "leading": False})
+
+        pipeline.batch_by_key = trailing_batch_by_key
+    kwargs: dict[str, Any] = {"rules": rules, "config": cfg}
+    if "tokens" in inspect.signature(create_demo_app).parameters:
+        kwargs["tokens"] = False
+    return create_demo_app(broker, **kwargs)
+
+
+def socketio_app() -> Any:
+    """A minimal idiomatic python-socketio chat: one room, every message to everyone."""
+    import socketio
     from aiohttp import web
 
-    from adapters.server.loop import run
+    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*")
+    app = web.Application()
+    sio.attach(app)
 
-    if mode == "rxstreams":
-        from adapters.demo.app import create_demo_app
-        from adapters.demo.pipeline import Rules
-        from adapters.server import ServerConfig
-        from streams import MemoryBroker, Retention
+    @sio.event
+    async def connect(sid: str, environ: Any) -> None:
+        await sio.enter_room(sid, ROOM)
 
-        broker = MemoryBroker(Retention(max_events=100_000, max_per_subject=200))
-        cfg = ServerConfig(
-            max_connections=100_000, ws_ping=None, publish_rate=20_000, publish_burst=20_000
-        )
-        rules = Rules() if batch_within <= 0 else Rules(batch_within=batch_within)
-        if trailing:  # the demo as it was before leading-edge batching, for comparison
-            import adapters.demo.pipeline as pipeline
-            from operators import batch_by_key
+    @sio.event
+    async def message(sid: str, data: Any) -> None:
+        await sio.emit("message", data, room=ROOM)
 
-            def trailing_batch_by_key(*args: Any, **kwargs: Any) -> Any:
-                return batch_by_key(*args, **{**kwargs, "leading": False})
+    return app
 
-            pipeline.batch_by_key = trailing_batch_by_key
-        kwargs: dict[str, Any] = {"rules": rules, "config": cfg}
-        if "tokens" in inspect.signature(create_demo_app).parameters:
-            kwargs["tokens"] = False
-        app = create_demo_app(broker, **kwargs)
-    else:
-        import socketio
 
-        sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*")
-        app = web.Application()
-        sio.attach(app)
-
-        @sio.event
-        async def connect(sid: str, environ: Any) -> None:
-            await sio.enter_room(sid, ROOM)
-
-        @sio.event
-        async def message(sid: str, data: Any) -> None:
-            await sio.emit("message", data, room=ROOM)
-
-    async def cpu(request: web.Request) -> web.Response:
-        return web.Response(text=repr(time.process_time()))
-
-    app.router.add_get("/bench/cpu", cpu)
-
-    async def main() -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
-        await site.start()
-        print(runner.addresses[0][1], flush=True)
-        await asyncio.Event().wait()
-
-    run(main(), loop)
+def run_server(mode: str, batch_within: float, trailing: bool, loop: str) -> None:
+    app = rxstreams_app(batch_within, trailing) if mode == "rxstreams" else socketio_app()
+    add_cpu_route(app, profile=mode == "rxstreams")
+    serve_forever(app, loop)
 
 
 # -- clients -----------------------------------------------------------------------------
-def frame(payload: bytes) -> bytes:
-    """A masked client text frame with an all-zero mask (payload unchanged)."""
-    n = len(payload)
-    head = struct.pack("!BB", 0x81, 0x80 | n) if n < 126 else struct.pack("!BBH", 0x81, 0xFE, n)
-    return head + b"\0\0\0\0" + payload
-
-
 class Stats:
     def __init__(self) -> None:
         self.received = 0
@@ -141,13 +145,7 @@ class Conn(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         path = "/ws" if self.mode == "rxstreams" else "/socket.io/?EIO=4&transport=websocket"
-        transport.write(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
-                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
+        transport.write(handshake(path, self.host))
 
     def send(self, text: str) -> None:
         data = {"user": self.user, "text": text}
@@ -156,59 +154,46 @@ class Conn(asyncio.Protocol):
             payload = orjson.dumps({**op, "data": data})
         else:
             payload = b"42" + orjson.dumps(["message", data])
-        self.transport.write(frame(payload))
+        self.transport.write(client_frame(payload))
+
+    def _upgraded(self) -> bool:
+        buf = self.buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        if not buf.startswith(b"HTTP/1.1 101"):
+            self.ready.set_exception(RuntimeError(bytes(buf[:200]).decode()))
+            return False
+        del buf[: end + 4]
+        self.open = True
+        if self.mode == "rxstreams":
+            sub = {"op": "subscribe", "id": "r", "pattern": f"room.{ROOM}.msg"}
+            self.transport.write(client_frame(orjson.dumps(sub)))
+        return True
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        if not self.open:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not buf.startswith(b"HTTP/1.1 101"):
-                self.ready.set_exception(RuntimeError(bytes(buf[:200]).decode()))
-                return
-            del buf[: end + 4]
-            self.open = True
-            if self.mode == "rxstreams":
-                sub = {"op": "subscribe", "id": "r", "pattern": f"room.{ROOM}.msg"}
-                self.transport.write(frame(orjson.dumps(sub)))
-        pos, n = 0, len(buf)
-        while n - pos >= 2:
-            size = buf[pos + 1] & 0x7F
-            start = pos + 2
-            if size == 126:
-                if n - pos < 4:
-                    break
-                size, start = int.from_bytes(buf[pos + 2 : pos + 4], "big"), pos + 4
-            elif size == 127:
-                if n - pos < 10:
-                    break
-                size, start = int.from_bytes(buf[pos + 2 : pos + 10], "big"), pos + 10
-            end = start + size
-            if end > n:
-                break
-            if buf[pos] & 0x0F == 1:
-                self.on_message(bytes(buf[start:end]))
-            pos = end
-        if pos:
-            del buf[:pos]
-
-    def on_message(self, payload: bytes) -> None:
-        if self.mode == "rxstreams":
-            if payload.startswith(b'{"op"'):
-                if b'"subscribed"' in payload and not self.ready.done():
-                    self.ready.set_result(None)
-                return
-            value = orjson.loads(payload)
-            for e in value if isinstance(value, list) else (value,):
-                self.stats.got(float(e["data"]["text"].split()[0]))
+        self.buf += data
+        if not self.open and not self._upgraded():
             return
+        on_message = self.on_rxstreams if self.mode == "rxstreams" else self.on_socketio
+        for payload in take_messages(self.buf):
+            on_message(payload)
+
+    def on_rxstreams(self, payload: bytes) -> None:
+        if payload.startswith(b'{"op"'):
+            if b'"subscribed"' in payload and not self.ready.done():
+                self.ready.set_result(None)
+            return
+        value = orjson.loads(payload)
+        for e in value if isinstance(value, list) else (value,):
+            self.stats.got(float(e["data"]["text"].split()[0]))
+
+    def on_socketio(self, payload: bytes) -> None:
         kind = payload[:1]
         if kind == b"2":  # engine.io ping
-            self.transport.write(frame(b"3"))
+            self.transport.write(client_frame(b"3"))
         elif payload.startswith(b"0"):  # engine.io open: connect the default namespace
-            self.transport.write(frame(b"40"))
+            self.transport.write(client_frame(b"40"))
         elif payload.startswith(b"40"):
             if not self.ready.done():
                 self.ready.set_result(None)
@@ -217,101 +202,82 @@ class Conn(asyncio.Protocol):
             self.stats.got(float(data["text"].split()[0]))
 
 
+async def connect_all(port: int, count: int, mode: str, stats: Stats) -> list[Conn]:
+    """``count`` connections, opened 50 at a time, each in the room and ready."""
+    loop = asyncio.get_running_loop()
+    conns: list[Conn] = []
+    host = f"127.0.0.1:{port}"
+    for i in range(0, count, 50):
+        batch = []
+        for j in range(i, min(count, i + 50)):
+            _, proto = await loop.create_connection(
+                lambda j=j: Conn(stats, mode, host, f"u{j}"), "127.0.0.1", port
+            )
+            batch.append(proto)
+        await asyncio.gather(*(c.ready for c in batch))
+        conns.extend(batch)
+    return conns
+
+
+async def chat_for(conns: list[Conn], stats: Stats, rate: float, seconds: float) -> dict[str, Any]:
+    """Senders (each once every two seconds) send ``rate`` messages per second for
+    ``seconds``; then wait (up to 10 s) for every delivery. Latency percentiles, losses."""
+    loop = asyncio.get_running_loop()
+    senders = conns[: max(1, min(len(conns), int(rate * 2)))]
+    n = int(rate * seconds)
+    stats.received = 0
+    stats.latencies.clear()
+    stats.measuring = True
+    start = loop.time()
+    for i in range(n):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        senders[i % len(senders)].send(f"{time.monotonic():.6f} m{i}")
+    expect = n * len(conns)
+    deadline = loop.time() + 10
+    while stats.received < expect and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    stats.measuring = False
+    p50, p99 = percentiles(stats.latencies)
+    return {"deliveries": stats.received, "lost": expect - stats.received, "p50": p50, "p99": p99}
+
+
 def run_clients(port: int, count: int, mode: str) -> None:
+    """The client process: ``run RATE SECONDS`` answers one JSON line of results."""
+
     async def main() -> None:
-        loop = asyncio.get_running_loop()
         stats = Stats()
-        conns: list[Conn] = []
-        host = f"127.0.0.1:{port}"
-        for i in range(0, count, 50):
-            batch = []
-            for j in range(i, min(count, i + 50)):
-                _, proto = await loop.create_connection(
-                    lambda j=j: Conn(stats, mode, host, f"u{j}"), "127.0.0.1", port
-                )
-                batch.append(proto)
-            await asyncio.gather(*(c.ready for c in batch))
-            conns.extend(batch)
+        conns = await connect_all(port, count, mode, stats)
         await asyncio.sleep(0.5)
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        reader = await stdin_lines()
         print("READY", flush=True)
-        seq = 0
         while line := (await reader.readline()).decode().split():
-            rate, seconds = float(line[1]), float(line[2])
-            senders = conns[: max(1, min(len(conns), int(rate * 2)))]  # each every 2 s
-            n = int(rate * seconds)
-            stats.received = 0
-            stats.latencies.clear()
-            stats.measuring = True
-            start = loop.time()
-            for i in range(n):
-                delay = start + i / rate - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                seq += 1
-                senders[i % len(senders)].send(f"{time.monotonic():.6f} m{seq}")
-            expect = n * len(conns)
-            deadline = loop.time() + 10
-            while stats.received < expect and loop.time() < deadline:
-                await asyncio.sleep(0.05)
-            stats.measuring = False
-            lat = sorted(stats.latencies) or [0.0]
-            p50, p99 = (lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 for q in (0.5, 0.99))
-            lost = expect - stats.received
-            print(json.dumps({"deliveries": stats.received, "lost": lost, "p50": p50, "p99": p99}))
-            sys.stdout.flush()
+            result = await chat_for(conns, stats, float(line[1]), float(line[2]))
+            print(json.dumps(result), flush=True)
 
     asyncio.run(main())
 
 
 # -- orchestrator ------------------------------------------------------------------------
-class Proc:
-    def __init__(self, args: list[str]) -> None:
-        env = {**os.environ, "PYTHONPATH": os.path.dirname(HERE)}
-        self.p = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-
-    def line(self) -> str:
-        assert self.p.stdout is not None
-        out = self.p.stdout.readline()
-        if not out:
-            raise RuntimeError(f"subprocess ended: {self.p.args}")
-        return out.strip()
-
-    def send(self, text: str) -> str:
-        assert self.p.stdin is not None
-        self.p.stdin.write(text + "\n")
-        self.p.stdin.flush()
-        return self.line()
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.p.kill()
-        self.p.wait()
-
-
 class Side:
     def __init__(
         self, mode: str, args: argparse.Namespace, batch_within: float, trailing: bool = False
     ) -> None:
         self.server = Proc(
+            __file__,
             [
                 "--role=server",
                 f"--mode={mode}",
                 f"--batch-within={batch_within}",
                 f"--loop={args.loop}",
                 *(["--trailing"] if trailing else []),
-            ]
+            ],
         )
         self.port = int(self.server.line())
         self.clients = Proc(
-            ["--role=clients", f"--port={self.port}", f"--count={args.clients}", f"--mode={mode}"]
+            __file__,
+            ["--role=clients", f"--port={self.port}", f"--count={args.clients}", f"--mode={mode}"],
         )
         assert self.clients.line() == "READY"
 
@@ -323,10 +289,14 @@ class Side:
             return float(r.read().decode())
 
     def measure(self, rate: float, seconds: float) -> dict[str, float]:
+        _, sys0 = self.server.cpu_split()
         cpu0 = self.cpu()
         r = json.loads(self.clients.send(f"run {rate} {seconds}"))
         cpu = self.cpu() - cpu0
-        r["us"] = cpu * 1e6 / max(1, r["deliveries"])
+        _, sys1 = self.server.cpu_split()
+        deliveries = max(1, r["deliveries"])
+        r["us"] = cpu * 1e6 / deliveries
+        r["sys_us"] = (sys1 - sys0) * 1e6 / deliveries
         return dict(r)
 
     def stop(self) -> None:
@@ -359,11 +329,13 @@ def compare(args: argparse.Namespace, batch_within: float, trailing: bool) -> di
         "seconds": args.seconds,
         "reps": args.reps,
         "loop": args.loop,
-        "demo_batch_within_ms": (batch_within if batch_within > 0 else 0.05) * 1000,
+        "demo_batch_within_ms": demo_batch_within(batch_within) * 1000,
         "demo_batching": "trailing" if trailing else "as shipped (leading-edge)",
         "rxstreams_us_per_delivery": med("rxstreams", "us"),
         "socketio_us_per_delivery": med("socketio", "us"),
         "cpu_ratio": round(med("rxstreams", "us") / med("socketio", "us"), 3),
+        "rxstreams_kernel_us": med("rxstreams", "sys_us"),
+        "socketio_kernel_us": med("socketio", "sys_us"),
         "rxstreams_p50_ms": med("rxstreams", "p50"),
         "socketio_p50_ms": med("socketio", "p50"),
         "rxstreams_p99_ms": med("rxstreams", "p99"),

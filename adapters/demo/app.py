@@ -297,7 +297,8 @@ def run(
     bots: int = 0,
     tokens: bool = True,
 ) -> None:
-    """Serve the demo until SIGINT/SIGTERM (``rxstreams demo`` calls this).
+    """Serve the demo until SIGINT/SIGTERM (``rxstreams demo`` calls this), on uvloop
+    when installed (``$RXSTREAMS_LOOP`` chooses, see :mod:`adapters.server.loop`).
 
     ``broker_url`` picks a networked broker (``nats://...``, ``redis://...``); without it
     the embedded broker is used. The URL is announced once the socket is listening (with
@@ -343,4 +344,6 @@ def run(
             )
         print("\n".join(lines), flush=True)
 
-    asyncio.run(serve_app(app, host, port, announce=announce, message="{url}"))
+    from adapters.server.loop import run as run_loop  # uvloop when installed, as for serve
+
+    run_loop(serve_app(app, host, port, announce=announce, message="{url}"))

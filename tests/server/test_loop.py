@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -34,3 +37,15 @@ def test_environment_chooses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RXSTREAMS_LOOP", "tokio")
     with pytest.raises(ValueError):
         loop_factory()
+
+
+def test_the_demo_runs_on_the_chosen_loop() -> None:
+    """``rxstreams demo`` starts through the same loop choice as ``serve``: a loop name
+    it does not know stops it before it serves (asyncio.run would serve regardless)."""
+    code = "from adapters.demo.app import run; run('127.0.0.1', 0, tokens=False)"
+    env = {**os.environ, "RXSTREAMS_LOOP": "tokio"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "RXSTREAMS_LOOP must be 'uvloop' or 'asyncio'" in done.stderr
