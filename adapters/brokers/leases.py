@@ -11,6 +11,10 @@ A member *acquires* a unit's lease (when free or expired), *claims* the unit (wh
 every earlier owner: from then on their commits fail with :class:`Fenced`) and gets the last
 checkpoint, then *commits* checkpoints with their outputs. A paused member whose lease
 lapsed and whose unit was claimed by another can renew nothing and commit nothing.
+
+A commit that fails for any reason (:class:`Fenced`, :class:`CheckpointTooLarge`, the broker
+away) stores nothing and publishes nothing: the worker never moves a partition past input
+that no stored checkpoint covers (see :mod:`.stateful_worker`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,19 @@ from streams import Event
 
 from .partitions import Checkpoint
 
-__all__ = ["Fenced", "Lease", "Routed", "StateStore"]
+__all__ = [
+    "MAX_CHECKPOINT_BYTES",
+    "CheckpointTooLarge",
+    "Fenced",
+    "Lease",
+    "Routed",
+    "StateStore",
+    "check_size",
+]
+
+MAX_CHECKPOINT_BYTES = 256 * 2**20
+"""The largest encoded checkpoint a store writes (Redis strings stop at 512 MB; past a few
+hundred MB a checkpoint is a sign of unbounded state, and every takeover reads it whole)."""
 
 Routed = tuple[str, Event]
 """An event and the subject it goes to (a partition subject, an output subject)."""
@@ -31,6 +47,23 @@ Routed = tuple[str, Event]
 
 class Fenced(Exception):
     """Another member claimed the unit: this member's lease and commits are void."""
+
+
+class CheckpointTooLarge(Exception):
+    """A checkpoint is larger than the store accepts: nothing was written."""
+
+
+def check_size(unit: str, size: int, limit: int) -> None:
+    """Raise :class:`CheckpointTooLarge` when an encoded checkpoint exceeds ``limit``.
+
+    >>> check_size("p0", 10, 10)
+    >>> check_size("p0", 11, 10)
+    Traceback (most recent call last):
+    ...
+    adapters.brokers.leases.CheckpointTooLarge: p0: checkpoint of 11 bytes exceeds the limit of 10
+    """
+    if size > limit:
+        raise CheckpointTooLarge(f"{unit}: checkpoint of {size} bytes exceeds the limit of {limit}")
 
 
 @dataclass(slots=True)

@@ -5,11 +5,26 @@ input stream, never in it, so the input stream's limits (NATS keeps 1,000 events
 by default) cannot evict a partition's events before its owner read them, and an input
 pattern of ``>`` never reads them back.
 
-- NATS: one stream ``<stream>_<group>_parts`` (subjects ``rxpart.<group>.<n>``); the server
-  filters each partition's subscription by subject. Kept 7 days, no per-subject limit.
-- Redis: one stream per partition, ``<stream>_<group>_parts_<n>``: Redis streams cannot
-  filter on the server, and one shared stream would make every partition read them all.
-  Each checkpoint trims its partition's stream up to the entry it covers.
+One log per partition, ``<stream>_<group>_parts_<n>`` (a NATS stream capturing
+``<stream>_<group>_parts_<n>.rxpart.<group>.<n>``, or a Redis stream), kept 7 days at most
+and with no count limit. Each partition's log is trimmed by its owner right after a
+checkpoint commit, up to (not including) the entry the checkpoint names: NATS ``purge``
+with ``seq``, Redis ``XTRIM MINID`` inside the commit script. Why one log per partition:
+
+- Redis streams cannot filter on the server: one shared stream would make every partition
+  read them all.
+- NATS could filter one shared stream by subject, but a partition's resume check looks at
+  the whole stream (its first sequence and deleted sequences): purging one partition's
+  subject up to its checkpoint leaves holes after another partition's older checkpoint,
+  which that partition's next owner would take for lost events. A stream of its own is
+  trimmed from its head only, so its first sequence never passes its checkpoint.
+
+Trimming never removes input a future owner needs: a trim follows a commit that succeeded
+(a fenced member's commit fails, and it trims nothing), it keeps the checkpointed entry
+and everything after it, and the stored checkpoint only moves forward (a new owner restores
+the newest one; a commit that went through before a takeover is what the taker restores or
+older than it). A zombie's late trim therefore never reaches past what the stored checkpoint
+covers.
 """
 
 from __future__ import annotations
@@ -22,7 +37,7 @@ from streams import Retention
 
 from .partitions import PARTITION_PREFIX
 
-__all__ = ["PARTS_RETENTION", "PartitionLogs"]
+__all__ = ["PARTS_RETENTION", "PartitionLogs", "partition_number"]
 
 PARTS_RETENTION = Retention(
     max_events=None, max_bytes=None, max_age=7 * 86400, max_per_subject=None
@@ -45,16 +60,21 @@ class PartitionLogs:
 
     def __init__(self, broker: Any, group: str) -> None:
         self.broker = broker
-        self.per_partition = hasattr(broker, "log_key")  # Redis
         self.base = re.sub(r"[^A-Za-z0-9_-]", "_", f"{broker.stream}_{group}_parts")
         self._brokers: dict[str, Any] = {}
 
-    def _name(self, partition: int) -> str:
-        return f"{self.base}_{partition}" if self.per_partition else self.base
+    def name(self, partition: int) -> str:
+        """The stream holding ``partition``: ``<stream>_<group>_parts_<n>``."""
+        return f"{self.base}_{partition}"
+
+    def is_log(self, stream: str) -> bool:
+        """Whether ``stream`` is one of this group's partition logs (for tear-down)."""
+        head, _, n = stream.rpartition("_")
+        return head == self.base and n.isdigit()
 
     def of(self, partition: int) -> Any:
-        """The broker whose log holds ``partition`` (shared by all partitions on NATS)."""
-        name = self._name(partition)
+        """The broker whose log holds ``partition``."""
+        name = self.name(partition)
         found = self._brokers.get(name)
         if found is None:
             cls = type(self.broker)

@@ -16,8 +16,17 @@ a committed output (or partition event) again, and a fenced member's are never s
 exactly once, with no dedupe window. The scripts touch keys of several streams, so a Redis
 Cluster is not supported for keyed groups (one server, or a primary with replicas).
 Outputs written this way skip the broker's retention trimming (the next publish trims).
-Each partition has a stream of its own (:mod:`.partition_logs`); a commit trims it up to
-the checkpointed entry (``XTRIM MINID ~``), so it holds about what is not yet covered.
+
+- ``rxstreams:{S_G_parts_<n>}:log`` (and its meta keys): partition ``n``'s log, a stream of
+  its own (:mod:`.partition_logs`). The commit script trims it up to the checkpointed
+  entry, exactly (``XTRIM MINID``, the entry itself kept): it holds only what the stored
+  checkpoint does not cover yet. The trim runs inside the fenced script, so a fenced
+  member trims nothing, and the stored checkpoint only moves forward.
+
+Size: a checkpoint is one Redis string (at most 512 MB, ``proto-max-bulk-len``) sent as a
+script argument; past :data:`~.leases.MAX_CHECKPOINT_BYTES` nothing is sent
+(:class:`~.leases.CheckpointTooLarge`). A multi-MB checkpoint costs one round trip of that
+size; nothing is split.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import redis.asyncio as aioredis
 
 from streams import Position
 
-from .leases import Fenced, Lease, Routed
+from .leases import MAX_CHECKPOINT_BYTES, Fenced, Lease, Routed, check_size
 from .partitions import Checkpoint
 from .positions import redis_id
 
@@ -85,14 +94,15 @@ return 1
 
 # KEYS: fence, ckpt, output log, partition log. ARGV: token, checkpoint, the checkpoint's
 # entry id in the partition log ('' = none), then subject/payload pairs. The partition
-# log's entries before the checkpointed one are trimmed: nobody reads them again.
+# log's entries before the checkpointed one are trimmed (exactly: a commit removes at most
+# one checkpoint interval of entries): nobody reads them again.
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 for i = 4, #ARGV, 2 do
   redis.call('XADD', KEYS[3], '*', 's', ARGV[i], 'e', ARGV[i + 1])
 end
 redis.call('SET', KEYS[2], ARGV[2])
-if ARGV[3] ~= '' then redis.call('XTRIM', KEYS[4], 'MINID', '~', ARGV[3]) end
+if ARGV[3] ~= '' then redis.call('XTRIM', KEYS[4], 'MINID', ARGV[3]) end
 return 1
 """
 
@@ -115,8 +125,11 @@ def _text(value: Any) -> str:
 class RedisState:
     """:class:`~.leases.StateStore` in Redis keys beside ``broker``'s stream."""
 
-    def __init__(self, broker: Any, group: str, parts: Any) -> None:
+    def __init__(
+        self, broker: Any, group: str, parts: Any, max_checkpoint: int = MAX_CHECKPOINT_BYTES
+    ) -> None:
         self.broker = broker
+        self.max_checkpoint = max_checkpoint
         self.parts = parts  # PartitionLogs: where routed events go
         self.group = group
         self.prefix = f"rxstreams:{{{broker.stream}}}:g:{group}:"
@@ -180,7 +193,9 @@ class RedisState:
         done = ""
         if checkpoint.position:
             done = redis_id(Position.parse(checkpoint.position).offset)
-        args: list[Any] = [lease.token, checkpoint.encode(), done]
+        raw = checkpoint.encode()
+        check_size(lease.unit, len(raw), self.max_checkpoint)
+        args: list[Any] = [lease.token, raw, done]
         for subject, event in outputs:
             args += [subject, event.encode()]
         keys = self._keys(lease.unit, self.broker.log_key)

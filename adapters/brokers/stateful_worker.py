@@ -30,6 +30,14 @@
    through the fenced path (:class:`~.leases.StateStore`): a member fenced out commits
    nothing and publishes nothing.
 
+A commit that fails (the broker away, :class:`~.leases.CheckpointTooLarge`, or
+:class:`~.leases.Fenced`) stores nothing and publishes nothing. It is logged as an error and
+counted (:attr:`Member.checkpoint_failures`, per unit; :attr:`UnitStatus.checkpoint_failures`
+and ``last_error``), and the unit stops: its input stays uncovered, and the member starts the
+unit again on its next heartbeat (another member, if the lease moved), from the last stored
+checkpoint, replaying what that checkpoint does not cover. Nothing is ever acknowledged past
+a stored checkpoint: the stored position is the only acknowledgement a partition makes.
+
 Outputs are published only with the checkpoint that covers their inputs, so they lag input
 by up to one checkpoint interval (Redis: in the same script as the checkpoint, exactly
 once; NATS: after the checkpoint, from its outbox, deduplicated by id within the stream's
@@ -48,8 +56,8 @@ import logging
 import os
 import socket
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +87,7 @@ from .partitions import (
 )
 
 __all__ = [
+    "CheckpointFailed",
     "KeyedSettings",
     "PartitionPipeline",
     "PipelineFailed",
@@ -93,6 +102,11 @@ _IDLE_COMMIT = 0.2  # seconds between checkpoints of a partition whose input ran
 
 class PipelineFailed(Exception):
     """The user's pipeline ended with an error: the worker stops (its input is replayed)."""
+
+
+class CheckpointFailed(Exception):
+    """A checkpoint could not be stored: the unit stops, and is started again from the last
+    stored checkpoint (its uncovered input replayed)."""
 
 
 def state_store(broker: Any, group: str, parts: PartitionLogs | None = None) -> StateStore:
@@ -283,6 +297,8 @@ class UnitStatus:
     events: int = 0
     state_bytes: int = 0
     checkpoints: int = 0
+    checkpoint_failures: int = 0  # commits of this unit that failed, in this member
+    last_error: str | None = None
 
 
 async def _start_of(broker: Any) -> Position:
@@ -299,6 +315,7 @@ class _Runner:
         self.stopping = False
         self.inbox: Inbox | None = None
         self.status = UnitStatus(lease.unit)
+        self.status.checkpoint_failures = member.checkpoint_failures[lease.unit]
         body = self._route if lease.unit == ROUTER else self._partition
         self.task = asyncio.create_task(body(), name=f"rx-{lease.unit}")
 
@@ -350,7 +367,8 @@ class _Runner:
                     routed.append((partition_subject(s.group, p), to_partition(event, s.group, p)))
                 count += len(batch)
                 position = batch[-1].sequence
-                await store.route(self.lease, Checkpoint(position, {}, [], count), routed)
+                checkpoint = Checkpoint(position, {}, [], count)
+                await self._store(store.route(self.lease, checkpoint, routed), checkpoint)
                 self.status.position, self.status.events = position, count
                 self.status.checkpoints += 1
         finally:
@@ -405,11 +423,9 @@ class _Runner:
                     and elapsed >= _IDLE_COMMIT
                 )  # fmt: skip
                 if s.checkpoint.due(pending_events, elapsed) or drained or (self.stopping and work):
-                    state = core.snapshot()
-                    snap = Checkpoint(position, state, [], count)
-                    await store.commit(self.lease, snap, pending)
+                    snap = Checkpoint(position, core.snapshot(), [], count)
+                    await self._store(store.commit(self.lease, snap, pending), snap)
                     self.status.state_bytes = snap.size
-                    self.status.checkpoints += 1
                     pending, pending_events, last_commit = [], 0, time.monotonic()
                 self.status.position, self.status.events = position, count
                 if self.stopping:
@@ -417,6 +433,27 @@ class _Runner:
         finally:
             inbox.close()
             core.close()
+
+    async def _store(self, commit: Awaitable[None], checkpoint: Checkpoint) -> None:
+        """Await a commit of ``checkpoint``; a failure is logged as an error, counted, and
+        ends the unit (:class:`~.leases.Fenced` as it is, anything else as
+        :class:`CheckpointFailed`): nothing after the last stored checkpoint is covered."""
+        try:
+            await commit
+        except Exception as exc:
+            unit = self.lease.unit
+            self.member.checkpoint_failures[unit] += 1
+            self.status.checkpoint_failures = self.member.checkpoint_failures[unit]
+            self.status.last_error = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "%s: checkpoint of %s at %s not stored (%s); the unit restarts from its last "
+                "stored checkpoint",
+                self.member.name, unit, checkpoint.position, self.status.last_error,
+            )  # fmt: skip
+            if isinstance(exc, Fenced):
+                raise
+            raise CheckpointFailed(f"{unit}: {self.status.last_error}") from exc
+        self.status.checkpoints += 1
 
 
 async def _take(inbox: Inbox, most: int, timeout: float = 0.5) -> list[Event]:
@@ -456,6 +493,8 @@ class Member:
         self.units = units(settings.partitions)
         self.runners: dict[str, _Runner] = {}
         self.leaving: dict[str, _Runner] = {}  # stopping cleanly; leases held until done
+        self.checkpoint_failures: Counter[str] = Counter()
+        """Commits that failed, per unit (each one logged as an error; the unit restarted)."""
 
     def status(self) -> dict[str, UnitStatus]:
         """The units this member runs now, with their position, events and state size."""
@@ -520,8 +559,8 @@ class Member:
         if runner.task.cancelled():
             return
         exc = runner.task.exception()
-        if isinstance(exc, Fenced):
-            log.warning("%s: %s", self.name, exc)
+        if isinstance(exc, Fenced | CheckpointFailed):
+            log.info("%s: %s stopped (%s); starting it again", self.name, runner.lease.unit, exc)
         elif isinstance(exc, PipelineFailed | TypeError | ValueError):
             raise exc
         elif exc is not None:
