@@ -374,7 +374,8 @@ async def test_a_checkpoint_that_cannot_be_stored_is_an_error_and_covers_nothing
             return first.member.checkpoint_failures["p0"] >= 2  # failed, restarted, failed
 
         await _until(retried, "the partition to fail twice")
-        assert await store.checkpoint("p0") is None  # nothing stored...
+        stored = await store.checkpoint("p0")  # nothing covered (NATS: the claim's empty one)
+        assert stored is None or (stored.position is None and stored.state == {})
         routed = await store.checkpoint("router")
         assert routed is not None and routed.events == len(records)
         assert len(await _remaining(store, 0)) == len(records)  # ...nothing trimmed...
