@@ -22,6 +22,7 @@ import contextlib
 import logging
 import operator
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, cast
 
 from aiohttp import hdrs, web
@@ -339,69 +340,81 @@ class SubHandle:
         self._subscribe(since if since is not None else live_from)
 
     def _subscribe(self, since: Position | None) -> None:
+        """A broker subscription after ``since``; callbacks of earlier ones (paused, or
+        replaced after a gap) are told apart by generation and do nothing."""
         broker = self.broker
         assert broker is not None
-        client = self.client
-        flt = self.filter
         self.gen += 1
         gen = self.gen
         self.cursor = since
         self.last = None
-        skip = client.hub.unencodable
-
-        if self.resumable:
-            keep = client.keep
-            half_full = client.half_full
-
-            def on_next(e: Event) -> None:
-                if gen != self.gen:
-                    return  # paused (MemoryBroker may still be replaying into us)
-                if flt is None or flt(e):
-                    try:
-                        size = len(e.encode())
-                    except Exception as exc:
-                        skip(e, exc)
-                    else:
-                        if half_full(size):
-                            self.pause()
-                            return
-                        keep(e, size)
-                self.last = e
-                self.gaps_left = _MAX_GAPS
-
-        else:
-            offer = client.offer
-
-            def on_next(e: Event) -> None:
-                if flt is None or flt(e):
-                    try:
-                        size = len(e.encode())
-                    except Exception as exc:
-                        skip(e, exc)
-                        return
-                    offer((e,), size)
-
-        def on_error(exc: Exception) -> None:
-            if self.disposed or gen != self.gen:
-                return
-            if isinstance(exc, GapError) and self.gaps_left > 0:
-                self.gaps_left -= 1
-                msg = gap_message(exc, self.id)
-                client.keep(msg, len(msg))
-                self._subscribe(exc.resume_from)
-                return
-            client.end(exc)
-            client.on_failure()
-
-        def on_completed() -> None:
-            if not self.disposed and gen == self.gen:
-                client.end()
-
-        d = broker.subscribe(self.pattern, since).subscribe(on_next, on_error, on_completed)
+        on_next = self._resumable_on_next(gen) if self.resumable else self._live_on_next()
+        d = broker.subscribe(self.pattern, since).subscribe(
+            on_next, partial(self._on_error, gen), partial(self._on_completed, gen)
+        )
         if self.disposed or gen != self.gen:
             d.dispose()  # disposed or paused meanwhile, or a gap replaced this subscription
         else:
             self.disposable = d
+
+    def _resumable_on_next(self, gen: int) -> Callable[[Event], None]:
+        """Replayed events are kept (never dropped); a half-full queue pauses."""
+        flt = self.filter
+        client = self.client
+        keep, half_full, skip = client.keep, client.half_full, client.hub.unencodable
+
+        def on_next(e: Event) -> None:
+            if gen != self.gen:
+                return  # paused (MemoryBroker may still be replaying into us)
+            if flt is None or flt(e):
+                try:
+                    size = len(e.encode())
+                except Exception as exc:
+                    skip(e, exc)
+                else:
+                    if half_full(size):
+                        self.pause()
+                        return
+                    keep(e, size)
+            self.last = e
+            self.gaps_left = _MAX_GAPS
+
+        return on_next
+
+    def _live_on_next(self) -> Callable[[Event], None]:
+        """Live filtered events are offered under the client's overflow policy."""
+        flt = self.filter
+        offer, skip = self.client.offer, self.client.hub.unencodable
+
+        def on_next(e: Event) -> None:
+            if flt is None or flt(e):
+                try:
+                    size = len(e.encode())
+                except Exception as exc:
+                    skip(e, exc)
+                    return
+                offer((e,), size)
+
+        return on_next
+
+    def _on_error(self, gen: int, exc: Exception) -> None:
+        """A gap resumes from the earliest retained event (the client is told); any
+        other error ends the client's connection."""
+        if self.disposed or gen != self.gen:
+            return
+        client = self.client
+        if isinstance(exc, GapError) and self.gaps_left > 0:
+            self.gaps_left -= 1
+            msg = gap_message(exc, self.id)
+            client.keep(msg, len(msg))
+            self._subscribe(exc.resume_from)
+            return
+        client.end(exc)
+        client.on_failure()
+
+    def _on_completed(self, gen: int) -> None:
+        if not self.disposed and gen == self.gen:
+            self.client.end()
 
     def pause(self) -> None:
         """The queue has no room: stop the broker subscription, resume when drained."""
