@@ -21,10 +21,12 @@ with ``seq``, Redis ``XTRIM MINID`` inside the commit script. Why one log per pa
 
 Trimming never removes input a future owner needs: a trim follows a commit that succeeded
 (a fenced member's commit fails, and it trims nothing), it keeps the checkpointed entry
-and everything after it, and the stored checkpoint only moves forward (a new owner restores
-the newest one; a commit that went through before a takeover is what the taker restores or
-older than it). A zombie's late trim therefore never reaches past what the stored checkpoint
-covers.
+and everything after it, and the stored checkpoint only moves forward. A new owner never
+restores an older checkpoint than the newest stored one: on NATS its claim is a
+compare-and-set on the record it read (a stale read, from a lagging replica say, fails it
+and the claim reads again), on Redis the claim reads the primary after the fence. A commit
+that went through before a takeover is what the taker restores, or older than it, so a
+zombie's late trim never reaches past what the stored checkpoint covers.
 """
 
 from __future__ import annotations
