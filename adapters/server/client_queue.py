@@ -77,6 +77,7 @@ class ClientQueue:
         "dropped",
         "error",
         "events",
+        "idle",
         "live",
         "max_bytes",
         "max_items",
@@ -104,6 +105,9 @@ class ClientQueue:
         self.closed = False
         self.overflowed = False
         self.error: BaseException | None = None
+        # Empty and open: the one attribute the hub reads per caught-up client per event
+        # (kept in step by every change, so no call is needed to ask).
+        self.idle = True
 
     def __len__(self) -> int:
         return len(self._items)
@@ -184,6 +188,7 @@ class ClientQueue:
         items = [item for item, _ in self._items]
         self._items.clear()
         self.bytes = self.events = self.live = 0
+        self.idle = not self.closed
         return items
 
     def clear(self) -> None:
@@ -195,11 +200,13 @@ class ClientQueue:
         ``error``)."""
         if not self.closed:
             self.closed = True
+            self.idle = False
             self.error = error
 
     # -- internals ------------------------------------------------------------------
     def _append(self, item: Item, size: int, events: int) -> None:
         self._items.append((item, size))
+        self.idle = False
         self.bytes += size
         self.events += events
 
@@ -230,5 +237,6 @@ class ClientQueue:
             else:
                 out.append((item, s))
         self._items = out
+        self.idle = not out and not self.closed
         self.dropped += dropped
         return dropped

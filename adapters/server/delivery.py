@@ -176,12 +176,15 @@ class Subscriber:
     def ready_transport(self) -> asyncio.WriteTransport | None:
         """The transport, when this client can be written right now without queueing:
         started, nothing queued or marked, no writer task, not closing, socket
-        accepting. One call with plain attribute reads: the hub asks it once per
+        accepting. Plain attribute reads and one call: the hub asks it once per
         caught-up client per event."""
-        if self.dirty or self.slow_task is not None or self.closing is not None:
-            return None
-        q = self.queue
-        if q.closed or len(q) or not self.started:
+        if (
+            self.dirty
+            or self.slow_task is not None
+            or self.closing is not None
+            or not self.queue.idle
+            or not self.started
+        ):
             return None
         t = self.transport
         if t is None or t.is_closing():

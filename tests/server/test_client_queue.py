@@ -123,6 +123,8 @@ def test_control_messages_are_never_dropped_bounds_hold_and_drops_are_counted(
         assert sum(count_events(i) for i in taken) + q.events + q.dropped == offered_events
         assert q.events == sum(count_events(i) for i in queued)
         assert q.bytes >= 0 and q.live == sum(isinstance(i, tuple) for i in queued)
+        assert q.idle == (not queued and not q.closed)
+    assert q.idle == (not len(q) and not q.closed)
     assert returned_drops == q.dropped
     # Every kept item arrives, in order; everything delivered was offered, in order.
     delivered = taken + list(q)
@@ -190,3 +192,17 @@ def test_only_client_policies() -> None:
         ClientQueue(policy="block")
     with pytest.raises(ValueError):
         ClientQueue(max_items=0)
+
+
+def test_idle_means_empty_and_open() -> None:
+    q = ClientQueue(4, 100)
+    assert q.idle
+    q.offer_kept(b'{"op":"ack"}', 12)
+    assert not q.idle
+    q.take_all()
+    assert q.idle
+    q.offer_live((event(),), 10)
+    q.close()
+    assert not q.idle
+    q.take_all()
+    assert not q.idle  # closed: nothing more is written straight from the hub
