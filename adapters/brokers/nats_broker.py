@@ -498,29 +498,23 @@ class NatsBroker(FollowingBroker):
                     headers[_EXPECTED_LAST_MSG_ID] = ids[i - 1]
                 pending.append(await js.publish_async(wire, payloads[i], headers=headers))
         except Exception as exc:  # not all sent: settle what was, then go one by one
-            if pending:
-                await asyncio.wait(pending, timeout=self.timeout)
-            for future in pending:
-                if future.done() and not future.cancelled():
-                    future.exception()
-                else:
-                    future.cancel()
+            await self._abandon(pending)
             return [], exc
         _, late = await asyncio.wait(pending, timeout=self.timeout)
         for future in late:
             future.cancel()
-        stored: list[int] = []
+        return _acknowledged(pending)
+
+    async def _abandon(self, pending: list[asyncio.Future[Any]]) -> None:
+        """Settle the publishes of a chain that could not be sent whole: wait for their
+        acknowledgements (up to ``timeout``), cancel the rest, retrieve every outcome."""
+        if pending:
+            await asyncio.wait(pending, timeout=self.timeout)
         for future in pending:
-            if future.cancelled():
-                return stored, TimeoutError()
-            failure = future.exception()
-            if failure is not None:
-                for rest in pending:  # retrieve every outcome: no "never retrieved" warnings
-                    if rest.done() and not rest.cancelled():
-                        rest.exception()
-                return stored, failure
-            stored.append(future.result().seq)
-        return stored, None
+            if future.done() and not future.cancelled():
+                future.exception()
+            else:
+                future.cancel()
 
     async def _store_atomic(
         self, subject: str, ids: list[str], payloads: list[bytes], positions: list[Position]
@@ -711,116 +705,40 @@ class NatsBroker(FollowingBroker):
         This task only watches: for the callback's failure and for missed heartbeats.
         """
         nc, js = await self._client()
-        loop = asyncio.get_running_loop()
-        failed: asyncio.Future[None] = loop.create_future()
-        strip = len(self.stream) + 1
-        epoch = cursor[0].epoch
-        last = cursor[0].offset
-        delivered = 0
-        seen = loop.time()
-        every_subject = pattern == self._every_subject
-        per_subject = self._per_subject
-        holes: Holes | None = None
-
-        def fail(exc: BaseException) -> None:
-            if not failed.done():
-                failed.set_exception(exc)
-
-        def gap(hole: int) -> GapError:
-            return GapError(Position(epoch, last), Position(epoch, hole + 1), "events were evicted")
-
-        async def on_message(msg: Msg) -> None:
-            nonlocal last, delivered, seen, holes
-            if failed.done():
-                return
-            seen = loop.time()
-            try:
-                d = parse_ack_reply(msg.reply) if msg.reply else None
-                if d is None:
-                    await on_status(msg)
-                    return
-                if d.consumer_seq == delivered + 1 and d.stream_seq == last + 1:
-                    step = Step.DELIVER  # the common case, as judge() would say
-                else:
-                    step = judge(
-                        last, delivered, d, every_subject=every_subject, per_subject=per_subject
-                    )
-                if step is Step.RESET:
-                    raise _Reset("a delivery was skipped")
-                delivered = d.consumer_seq
-                if step is Step.STALE:
-                    return
-                if step is Step.HOLE:
-                    raise gap(d.stream_seq - 1)
-                if step is Step.VERIFY:
-                    if holes is None or d.consumer_seq > holes.covers:
-                        holes = await self._holes(pattern, d.consumer_seq + sub.pending_msgs)
-                    hole = hole_between(last, d.stream_seq, holes)
-                    if hole is not None:
-                        raise gap(hole)
-                last = d.stream_seq  # cursor[0] follows when this consumer ends
-                event = self._read(msg, d, epoch, strip)
-                if event is not None:
-                    emit(event)
-            except Exception as exc:  # a reset, a gap, a connection error or the observer's
-                fail(exc)
-
-        async def on_status(msg: Msg) -> None:
-            headers = msg.headers
-            if not headers or not headers.get(Header.STATUS):
-                return  # not JetStream's: ignore
-            stalled = headers.get(Header.CONSUMER_STALLED)
-            if msg.reply:
-                await nc.publish(msg.reply, b"")  # flow control answer
-            elif stalled:
-                await nc.publish(stalled, b"")
-            # An idle heartbeat names the last delivery: if it never reached us
-            # (lost in a dropped connection, with nothing after it), start over.
-            sent = headers.get(Header.LAST_CONSUMER)
-            if sent is not None and int(sent) > delivered:
-                raise _Reset("a heartbeat shows a delivery that never arrived")
-            backoff.reset()
-
+        run = _PushRun(self, nc, pattern, cursor[0], emit, backoff)
         inbox = nc.new_inbox()
-        sub = await nc.subscribe(
-            inbox, cb=on_message, pending_msgs_limit=65536, pending_bytes_limit=64 << 20
+        run.sub = await nc.subscribe(
+            inbox, cb=run.on_message, pending_msgs_limit=65536, pending_bytes_limit=64 << 20
         )
         consumer = ""
         try:
-            info = await js.add_consumer(
-                self.stream,
-                ConsumerConfig(
-                    deliver_subject=inbox,
-                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                    opt_start_seq=last + 1,
-                    ack_policy=AckPolicy.NONE,
-                    filter_subject=self._wire(pattern),
-                    flow_control=True,
-                    idle_heartbeat=self.heartbeat,
-                    mem_storage=True,
-                    inactive_threshold=max(5.0, self.heartbeat * 5),
-                ),
-            )
+            info = await js.add_consumer(self.stream, self._push_config(inbox, pattern, run.last))
             consumer = info.name or ""
-            seen = loop.time()
-            silence = self.heartbeat * 3
-            while not failed.done():
-                await asyncio.wait([failed], timeout=seen + silence - loop.time())
-                if not failed.done() and loop.time() - seen >= silence:
-                    raise _Reset("missed heartbeats")
-            failed.result()
+            await run.watch(silence=self.heartbeat * 3)
         finally:
-            if last > cursor[0].offset:
-                cursor[0] = Position(epoch, last)
-            if not failed.done():
-                failed.cancel()  # the callback emits nothing more from here on
-            elif not failed.cancelled():
-                failed.exception()  # retrieved: a cancelled watcher leaves no warning
+            if run.last > cursor[0].offset:
+                cursor[0] = Position(run.epoch, run.last)
+            run.stop()
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+                await run.sub.unsubscribe()
             if consumer:
                 with contextlib.suppress(Exception):
                     await js.delete_consumer(self.stream, consumer)
+
+    def _push_config(self, inbox: str, pattern: str, after: int) -> ConsumerConfig:
+        """An ephemeral, ordered, unacknowledged push consumer of ``pattern`` delivering to
+        ``inbox`` from stream sequence ``after + 1``, with flow control and heartbeats."""
+        return ConsumerConfig(
+            deliver_subject=inbox,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=after + 1,
+            ack_policy=AckPolicy.NONE,
+            filter_subject=self._wire(pattern),
+            flow_control=True,
+            idle_heartbeat=self.heartbeat,
+            mem_storage=True,
+            inactive_threshold=max(5.0, self.heartbeat * 5),
+        )
 
     # -- competing consumers ------------------------------------------------------
     async def consume(
@@ -908,3 +826,171 @@ class NatsBroker(FollowingBroker):
                 await self._nc.close()
         self._nc = None
         self._js = None
+
+
+def _acknowledged(
+    pending: list[asyncio.Future[Any]],
+) -> tuple[list[int], BaseException | None]:
+    """The stream sequences of the acknowledged prefix of a chain's settled publishes, and
+    what stopped it (``None``: all stored; a cancelled one counts as a timeout)."""
+    stored: list[int] = []
+    for future in pending:
+        if future.cancelled():
+            return stored, TimeoutError()
+        failure = future.exception()
+        if failure is not None:
+            for rest in pending:  # retrieve every outcome: no "never retrieved" warnings
+                if rest.done() and not rest.cancelled():
+                    rest.exception()
+            return stored, failure
+        stored.append(future.result().seq)
+    return stored, None
+
+
+class _PushRun:
+    """One ephemeral push consumer's delivery state (see :meth:`NatsBroker._push`).
+
+    nats-py calls :meth:`on_message` for each message, in a loop that drains its pending
+    queue without yielding: it decides per delivery (deliver, skip a stale one, verify a
+    jump, fail with a reset or a gap) and emits. The task running the consumer only waits
+    in :meth:`watch`: for the callback's failure and for missed heartbeats. ``last`` is the
+    stream sequence of the last delivery, readable also once the consumer ended.
+    """
+
+    __slots__ = (
+        "backoff",
+        "broker",
+        "delivered",
+        "emit",
+        "epoch",
+        "every_subject",
+        "failed",
+        "holes",
+        "last",
+        "loop",
+        "nc",
+        "pattern",
+        "per_subject",
+        "seen",
+        "strip",
+        "sub",
+    )
+
+    def __init__(
+        self,
+        broker: NatsBroker,
+        nc: Client,
+        pattern: str,
+        start: Position,
+        emit: Emit,
+        backoff: Backoff,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.failed: asyncio.Future[None] = self.loop.create_future()
+        self.broker = broker
+        self.nc = nc
+        self.pattern = pattern
+        self.epoch = start.epoch
+        self.last = start.offset
+        self.delivered = 0
+        self.seen = self.loop.time()
+        self.strip = len(broker.stream) + 1
+        self.every_subject = pattern == broker._every_subject
+        self.per_subject = broker._per_subject
+        self.holes: Holes | None = None
+        self.emit = emit
+        self.backoff = backoff
+        self.sub: Any = None
+
+    async def on_message(self, msg: Msg) -> None:
+        """The subscription callback: one delivery, or a status message (heartbeat, flow
+        control). A reset, a gap, a connection error or the observer's error ends the run."""
+        if self.failed.done():
+            return
+        self.seen = self.loop.time()
+        try:
+            d = parse_ack_reply(msg.reply) if msg.reply else None
+            if d is None:
+                await self._on_status(msg)
+                return
+            if d.consumer_seq == self.delivered + 1 and d.stream_seq == self.last + 1:
+                self.delivered = d.consumer_seq  # the common case, as judge() would say
+            elif not await self._out_of_line(d):
+                return
+            self.last = d.stream_seq  # the cursor follows when this consumer ends
+            event = self.broker._read(msg, d, self.epoch, self.strip)
+            if event is not None:
+                self.emit(event)
+        except Exception as exc:
+            self.fail(exc)
+
+    async def _out_of_line(self, d: Delivery) -> bool:
+        """A delivery that does not follow the last one: ``True`` to deliver it, ``False``
+        to drop a stale one; raises :class:`_Reset` or :class:`~streams.GapError`."""
+        step = judge(
+            self.last, self.delivered, d, every_subject=self.every_subject,
+            per_subject=self.per_subject,
+        )  # fmt: skip
+        if step is Step.RESET:
+            raise _Reset("a delivery was skipped")
+        self.delivered = d.consumer_seq
+        if step is Step.STALE:
+            return False
+        if step is Step.HOLE:
+            raise self._gap(d.stream_seq - 1)
+        if step is Step.VERIFY:
+            await self._verify(d)
+        return True
+
+    async def _verify(self, d: Delivery) -> None:
+        """Raise a :class:`~streams.GapError` if events between the last delivery and ``d``
+        were lost (rather than filtered out or deleted on purpose)."""
+        if self.holes is None or d.consumer_seq > self.holes.covers:
+            pending = self.sub.pending_msgs
+            self.holes = await self.broker._holes(self.pattern, d.consumer_seq + pending)
+        hole = hole_between(self.last, d.stream_seq, self.holes)
+        if hole is not None:
+            raise self._gap(hole)
+
+    async def _on_status(self, msg: Msg) -> None:
+        """Answer flow control and stalls; a heartbeat naming a delivery that never arrived
+        (lost in a dropped connection, with nothing after it) means start over."""
+        headers = msg.headers
+        if not headers or not headers.get(Header.STATUS):
+            return  # not JetStream's: ignore
+        stalled = headers.get(Header.CONSUMER_STALLED)
+        if msg.reply:
+            await self.nc.publish(msg.reply, b"")  # flow control answer
+        elif stalled:
+            await self.nc.publish(stalled, b"")
+        sent = headers.get(Header.LAST_CONSUMER)
+        if sent is not None and int(sent) > self.delivered:
+            raise _Reset("a heartbeat shows a delivery that never arrived")
+        self.backoff.reset()
+
+    def _gap(self, hole: int) -> GapError:
+        return GapError(
+            Position(self.epoch, self.last), Position(self.epoch, hole + 1), "events were evicted"
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        """End the run with ``exc`` (the first failure wins)."""
+        if not self.failed.done():
+            self.failed.set_exception(exc)
+
+    async def watch(self, silence: float) -> None:
+        """Wait until the callback fails (raised here) or ``silence`` seconds pass without
+        a message (raises :class:`_Reset`: heartbeats stopped)."""
+        self.seen = self.loop.time()
+        while not self.failed.done():
+            await asyncio.wait([self.failed], timeout=self.seen + silence - self.loop.time())
+            if not self.failed.done() and self.loop.time() - self.seen >= silence:
+                raise _Reset("missed heartbeats")
+        self.failed.result()
+
+    def stop(self) -> None:
+        """Emit nothing more; retrieve a failure nobody awaited (no asyncio warning)."""
+        if not self.failed.done():
+            self.failed.cancel()
+        elif not self.failed.cancelled():
+            self.failed.exception()
