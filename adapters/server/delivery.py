@@ -73,17 +73,37 @@ class Subscriber:
     :mod:`adapters.server.client_queue`).
     """
 
-    transport_name: str = "stream"
-    kind: str = "stream"  # clients of one kind share frame bytes
+    # Slots: the hub reads a few attributes of every caught-up client per event; one
+    # compact object per client (no instance dict) keeps that walk cheap.
+    __slots__ = (
+        "_flow",
+        "_out",
+        "closing",
+        "dirty",
+        "first_at",
+        "hub",
+        "kicked",
+        "kind",
+        "paused",
+        "queue",
+        "slow_task",
+        "started",
+        "subs",
+        "transport",
+        "transport_name",
+    )
 
     def __init__(
         self,
         hub: Hub,
         policy: OverflowPolicy,
         request: web.BaseRequest | None = None,
+        name: str = "stream",
     ) -> None:
         cfg = hub.config
         self.hub = hub
+        self.transport_name = name
+        self.kind = name  # clients of one kind share frame bytes
         self.queue = ClientQueue(cfg.client_max_events, cfg.client_max_bytes, policy)
         self.subs: dict[str, SubHandle | TopicHandle] = {}
         self.first_at = 0.0  # loop time the oldest queued item arrived
@@ -681,8 +701,7 @@ class WsClient(Subscriber):
     the close frame, each a whole frame, so the two never interleave inside one.
     """
 
-    transport_name = "ws"
-    kind = "ws"
+    __slots__ = ("ws",)
 
     def __init__(
         self,
@@ -691,7 +710,7 @@ class WsClient(Subscriber):
         policy: OverflowPolicy,
         request: web.BaseRequest,
     ) -> None:
-        super().__init__(hub, policy, request)
+        super().__init__(hub, policy, request, "ws")
         self.ws = ws
 
     def frame(self, items: Sequence[Item]) -> bytes:
@@ -740,6 +759,8 @@ class StreamClient(Subscriber):
     backed up, from a writer task of the client's own.
     """
 
+    __slots__ = ("_body", "_chunked", "_ended", "_head", "resp")
+
     def __init__(
         self,
         hub: Hub,
@@ -748,9 +769,8 @@ class StreamClient(Subscriber):
         request: web.BaseRequest,
         name: str,
     ) -> None:
-        super().__init__(hub, policy, request)
+        super().__init__(hub, policy, request, name)
         self.resp = resp
-        self.transport_name = name
         self.started = False  # until run(): the handler may still write a preamble
         self._body: Callable[[Sequence[Item]], bytes] = ndjson_chunk
         self._chunked = True
