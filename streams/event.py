@@ -3,10 +3,16 @@
 An :class:`Event` is immutable. Its JSON bytes are produced by orjson on first use
 and cached, so a broker fanning one event out to a thousand clients, over SSE,
 NDJSON and WebSocket alike, serializes it exactly once.
+
+Events are made in one place, :func:`_build`; every public way in (``Event(...)``,
+:meth:`Event.create`, :meth:`Event.decode`/:meth:`Event.from_dict`,
+:meth:`Event.replace`, :meth:`Event.stamped`) goes through it. A broker stamps an event
+with its subject and position through one package-internal method, ``Event._stamp``.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import re
@@ -33,8 +39,20 @@ _RFC3339: Final = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
 )
 _REQUIRED: Final = ("specversion", "id", "source", "type")
-_KNOWN: Final = frozenset(
-    ("specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data")
+_OPTIONAL_STRINGS: Final = ("subject", "time", "datacontenttype", "sequence")
+# Attributes that are not extensions ("sequence" is the broker's, carried on the wire).
+_NOT_EXTENSIONS: Final = frozenset(
+    (
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "subject",
+        "time",
+        "datacontenttype",
+        "data",
+        "sequence",
+    )
 )
 
 
@@ -47,22 +65,31 @@ class EventError(ValueError):
         self.message = message
 
 
-_second_cache: list[Any] = [-1, ""]
+@functools.lru_cache(maxsize=4)
+def _utc_second(sec: int) -> str:
+    """The date-and-second part of a timestamp: formatted once per second, not per event."""
+    return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(sec))
 
 
 def _rfc3339(ts: float) -> str:
-    """UTC RFC 3339 with microseconds; the date-and-second part is cached per second."""
+    """UTC RFC 3339 with microseconds."""
     sec = int(ts)
-    if _second_cache[0] != sec:
-        _second_cache[0] = sec
-        _second_cache[1] = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(sec))
-    return f"{_second_cache[1]}.{int((ts - sec) * 1e6):06d}Z"
+    return f"{_utc_second(sec)}.{int((ts - sec) * 1e6):06d}Z"
+
+
+# -- slot machinery (private) ---------------------------------------------------------
+# Why: an Event is made for every message, so construction is on every hot path.
+# Setting twelve slots through ``object.__setattr__`` (what a frozen dataclass does)
+# costs about twice what plain attribute stores on an unguarded class cost. So the
+# storage lives in ``_Slots`` (no guard); :func:`_build` fills a ``_Slots`` instance
+# with plain stores and then switches its class to :class:`Event`, which adds only the
+# immutability guard and no storage (``__slots__ = ()``), so the layouts are identical.
+# Later writes (lazily filled caches, the broker's stamp) go through the slot
+# descriptors below, which bypass the guard. Nothing outside this module writes a slot.
 
 
 class _Slots:
-    """Event's storage, without the immutability guard: constructors fill it, then
-    switch the instance's class to :class:`Event` (much cheaper than per-field
-    ``object.__setattr__``)."""
+    """Event's storage, without the immutability guard."""
 
     __slots__ = (
         "_json",
@@ -86,28 +113,26 @@ class _Slots:
     datacontenttype: str
     data: Any
     extensions: dict[str, Any] | None
-    _ts: float
-    _time: str | None
-    _json: bytes | None
-    _seq: str | None
-    _pos: tuple[str, int] | None  # (epoch, offset) set by a broker; formatted lazily
+    _ts: float  # when first seen, while ``_time`` is not formatted yet
+    _time: str | None  # RFC 3339, formatted lazily from ``_ts``
+    _json: bytes | None  # the encoding, cached
+    _seq: str | None  # "<epoch>-<offset>": as received, or formatted lazily from ``_pos``
+    _pos: tuple[str, int] | None  # (epoch, offset) stamped by a broker
 
 
-_new_slots = _Slots.__new__
-
-
-# Slot setters that bypass Event's guard: for lazily filled caches, and for a broker
-# stamping a never-published event with its subject and position in place.
-def _setter(name: str) -> Callable[[Any, Any], None]:
+def _slot_setter(name: str) -> Callable[[Any, Any], None]:
     setter: Callable[[Any, Any], None] = vars(_Slots)[name].__set__
     return setter
 
 
-_set_json = _setter("_json")
-_set_time = _setter("_time")
-_set_seq = _setter("_seq")
-set_subject_in_place = _setter("subject")
-set_position_in_place = _set_position = _setter("_pos")
+_new_slots = _Slots.__new__
+_set_json = _slot_setter("_json")
+_set_time = _slot_setter("_time")
+_set_seq = _slot_setter("_seq")
+_set_subject = _slot_setter("subject")
+_set_pos = _slot_setter("_pos")
+_set_ts = _slot_setter("_ts")
+_NO_TS: Final = 0.0  # one shared float for events whose time was given or formatted
 
 
 def _build(
@@ -119,9 +144,10 @@ def _build(
     data: Any,
     extensions: dict[str, Any] | None,
     time: str | None,
-    ts: float = 0.0,
+    ts: float = _NO_TS,
+    seq: str | None = None,
 ) -> Event:
-    """Fill the slots, then switch the class to the guarded :class:`Event`."""
+    """The one way an Event is made: fill the slots, then switch the class to Event."""
     e = _new_slots(_Slots)
     e.id = id
     e.source = source
@@ -132,11 +158,49 @@ def _build(
     e.extensions = extensions
     e._ts = ts
     e._time = time
-    e._seq = None
+    e._seq = seq
     e._pos = None
     e._json = None
     e.__class__ = Event
     return e  # type: ignore[return-value]
+
+
+# -- validation (Event.from_dict) ------------------------------------------------------
+
+
+def _check_required(obj: dict[str, Any]) -> None:
+    for name in _REQUIRED:
+        value = obj.get(name)
+        if value is None:
+            raise EventError(name, "required attribute is missing")
+        if not isinstance(value, str) or not value:
+            raise EventError(name, "must be a non-empty string")
+    if obj["specversion"] != SPECVERSION:
+        raise EventError("specversion", f"unsupported {obj['specversion']!r}, expected '1.0'")
+    for name in _OPTIONAL_STRINGS:
+        value = obj.get(name)
+        if value is not None and not isinstance(value, str):
+            raise EventError(name, "must be a string")
+
+
+def _check_time(t: str) -> None:
+    try:
+        if not _RFC3339.fullmatch(t):
+            raise ValueError
+        datetime.fromisoformat(t.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise EventError("time", f"not an RFC 3339 timestamp: {t!r}") from None
+
+
+def _extensions(obj: dict[str, Any]) -> dict[str, Any] | None:
+    ext = {k: v for k, v in obj.items() if k not in _NOT_EXTENSIONS}
+    for k, v in ext.items():
+        if k == "data_base64":  # binary data in the JSON format: kept as it came
+            if not isinstance(v, str):
+                raise EventError(k, "must be a base64 string")
+        elif not (k.isascii() and k.isalnum() and k.islower()) or len(k) > 20:
+            raise EventError(k, "extension names are lowercase letters and digits")
+    return ext or None
 
 
 class Event(_Slots):
@@ -165,11 +229,9 @@ class Event(_Slots):
         extensions: dict[str, Any] | None = None,
     ) -> Event:
         # No ``time`` given (it is optional in CloudEvents): stamp when we first saw it.
-        ts = _time.time() if time is None else 0.0
-        e = _build(id, source, type, subject, datacontenttype, data, extensions or None, time, ts)
-        if sequence is not None:
-            _set_seq(e, sequence)
-        return e
+        ts = _time.time() if time is None else _NO_TS
+        ext = extensions or None
+        return _build(id, source, type, subject, datacontenttype, data, ext, time, ts, sequence)
 
     @classmethod
     def create(
@@ -209,13 +271,14 @@ class Event(_Slots):
         if t is None:
             t = _rfc3339(self._ts)
             _set_time(self, t)
+            _set_ts(self, _NO_TS)  # a retained event need not keep its own float
         return t
 
     def replace(self, **changes: Any) -> Event:
         """A copy with some attributes changed (the encoded bytes are not carried over)."""
         fields = self.to_dict(include_data=True)
         fields.pop("specversion")
-        ext = {k: fields.pop(k) for k in list(fields) if k not in _KNOWN and k != "sequence"}
+        ext = {k: fields.pop(k) for k in list(fields) if k not in _NOT_EXTENSIONS}
         fields.update(changes)
         if ext and "extensions" not in changes:
             fields["extensions"] = ext
@@ -232,6 +295,7 @@ class Event(_Slots):
 
     def stamped(self, subject: str, sequence: str | tuple[str, int]) -> Event:
         """A copy with the broker's subject and position (a string or an (epoch, offset))."""
+        seq = sequence if isinstance(sequence, str) else None
         e = _build(
             self.id,
             self.source,
@@ -242,11 +306,48 @@ class Event(_Slots):
             self.extensions,
             self._time,
             self._ts,
+            seq,
         )
-        if isinstance(sequence, str):
-            _set_seq(e, sequence)
-        else:
-            _set_position(e, sequence)
+        if seq is None:
+            _set_pos(e, sequence)
+        return e
+
+    def _stamp(self, subject: str, position: tuple[str, int]) -> Event:
+        """Package-internal: the broker's one stamping step; returns the stamped event.
+
+        An event never stamped and never encoded is stamped in place: nobody can have
+        seen its position or bytes, and publishing it must not cost a copy. Any other
+        event gets a stamped copy (its bytes or position belong to another publish).
+        ``subject`` is stored as given, so a broker passes its one interned copy.
+        """
+        if self._pos is None and self._seq is None and self._json is None:
+            if self.subject is not subject:
+                _set_subject(self, subject)
+            _set_pos(self, position)
+            return self
+        return self.stamped(subject, position)
+
+    @classmethod
+    def _restore(cls, raw: bytes, subject: str, position: tuple[str, int]) -> Event:
+        """Package-internal: the event a broker stamped and encoded as ``raw``, rebuilt.
+
+        Trusted input (this module wrote it), so nothing is validated again; ``raw``
+        stays the cached encoding, so sending the event on costs no re-encoding.
+        """
+        obj = orjson.loads(raw)
+        ext = {k: v for k, v in obj.items() if k not in _NOT_EXTENSIONS} or None
+        e = _build(
+            obj["id"],
+            obj["source"],
+            obj["type"],
+            subject,
+            obj["datacontenttype"],
+            obj.get("data"),
+            ext,
+            obj["time"],
+        )
+        _set_pos(e, position)
+        _set_json(e, raw)
         return e
 
     # -- encoding -----------------------------------------------------------------
@@ -286,7 +387,7 @@ class Event(_Slots):
 
     @property
     def size(self) -> int:
-        """Encoded size in bytes."""
+        """Encoded size in bytes (what ``len(event.encode())`` gives)."""
         return len(self.encode())
 
     @classmethod
@@ -303,44 +404,21 @@ class Event(_Slots):
         """Validate a CloudEvents JSON object. Raises :class:`EventError` naming the field."""
         if not isinstance(obj, dict):
             raise EventError("event", f"expected a JSON object, got {type(obj).__name__}")
-        for name in _REQUIRED:
-            value = obj.get(name)
-            if value is None:
-                raise EventError(name, "required attribute is missing")
-            if not isinstance(value, str) or not value:
-                raise EventError(name, "must be a non-empty string")
-        if obj["specversion"] != SPECVERSION:
-            raise EventError("specversion", f"unsupported {obj['specversion']!r}, expected '1.0'")
-        for name in ("subject", "time", "datacontenttype", "sequence"):
-            value = obj.get(name)
-            if value is not None and not isinstance(value, str):
-                raise EventError(name, "must be a string")
+        _check_required(obj)
         t = obj.get("time")
         if t is not None:
-            try:
-                if not _RFC3339.fullmatch(t):
-                    raise ValueError
-                datetime.fromisoformat(t.upper().replace("Z", "+00:00"))
-            except ValueError:
-                raise EventError("time", f"not an RFC 3339 timestamp: {t!r}") from None
-        ext = {k: v for k, v in obj.items() if k not in _KNOWN and k != "sequence"}
-        for k in ext:
-            if k == "data_base64":  # binary data in the JSON format: kept as it came
-                if not isinstance(ext[k], str):
-                    raise EventError(k, "must be a base64 string")
-                continue
-            if not (k.isascii() and k.isalnum() and k.islower()) or len(k) > 20:
-                raise EventError(k, "extension names are lowercase letters and digits")
-        return cls(
-            id=obj["id"],
-            source=obj["source"],
-            type=obj["type"],
-            subject=obj.get("subject"),
-            time=t,
-            datacontenttype=obj.get("datacontenttype") or JSON,
-            data=obj.get("data"),
-            sequence=obj.get("sequence"),
-            extensions=ext or None,
+            _check_time(t)
+        return _build(
+            obj["id"],
+            obj["source"],
+            obj["type"],
+            obj.get("subject"),
+            obj.get("datacontenttype") or JSON,
+            obj.get("data"),
+            _extensions(obj),
+            t,
+            _time.time() if t is None else _NO_TS,
+            obj.get("sequence"),
         )
 
     # -- value semantics ----------------------------------------------------------
@@ -359,11 +437,25 @@ class Event(_Slots):
         )
 
 
-def decode_event(raw: bytes | str) -> Event:
-    """Module-level alias of :meth:`Event.decode`."""
-    return Event.decode(raw)
+#: The same as :meth:`Event.decode` (an alias kept for existing imports).
+decode_event = Event.decode
 
 
 def encode_events(events: list[Event]) -> bytes:
     """A JSON array of events built from each event's cached bytes (no re-encoding)."""
     return b"[" + b",".join([e.encode() for e in events]) + b"]"
+
+
+# -- deprecated: stamping from outside the package --------------------------------------
+# ``adapters/brokers/foreign.py`` stamps events it has just built. Kept working; new code
+# passes ``subject=`` and ``sequence=`` to ``Event(...)`` or uses :meth:`Event.stamped`.
+
+
+def set_subject_in_place(event: Event, subject: str) -> None:
+    """Deprecated: pass ``subject=`` to ``Event(...)`` instead."""
+    _set_subject(event, subject)
+
+
+def set_position_in_place(event: Event, position: tuple[str, int]) -> None:
+    """Deprecated: pass ``sequence=`` to ``Event(...)`` instead, or use :meth:`Event.stamped`."""
+    _set_pos(event, position)

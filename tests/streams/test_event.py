@@ -121,3 +121,50 @@ def test_event_without_time_is_stamped_on_arrival_not_1970():
     e = Event.decode(orjson.dumps(GOOD))
     assert e.time[:4] >= "2026"
     assert Event.decode(orjson.dumps({**GOOD, "time": "2026-11-26T07:00:00.5+01:00"})).time
+
+
+# -- the broker's stamp and the rebuild from stored bytes (package-internal) ----------
+
+
+def test_stamp_is_in_place_for_a_fresh_event_and_a_copy_otherwise():
+    fresh = Event.create({"a": 1})
+    assert fresh._stamp("x.y", ("ep", 1)) is fresh
+    assert (fresh.subject, fresh.sequence) == ("x.y", "ep-1")
+    again = fresh._stamp("x.z", ("ep", 2))  # already stamped: its position was seen
+    assert again is not fresh and (again.sequence, fresh.sequence) == ("ep-2", "ep-1")
+    encoded = Event.create(1)
+    before = encoded.encode()
+    copy = encoded._stamp("x.y", ("ep", 3))
+    assert copy is not encoded and encoded.encode() is before  # cached bytes stay true
+    received = Event.decode(copy.encode())  # carries a sequence from the wire
+    assert received._stamp("x.y", ("ep", 4)) is not received
+
+
+@given(
+    data=json_values,
+    subject=st.sampled_from(["a", "chat.lobby.msg"]),
+    ext=st.dictionaries(st.sampled_from(["trace", "tenant2"]), st.text(max_size=5), max_size=2),
+)
+def test_restore_rebuilds_the_stamped_event_from_its_bytes(
+    data: object, subject: str, ext: dict[str, str]
+):
+    e = Event(id="i", source="s", type="t", data=data, extensions=ext)._stamp(subject, ("ep", 9))
+    raw = e.encode()
+    back = Event._restore(raw, subject, ("ep", 9))
+    assert back == e and back.encode() is raw and back.extensions == (ext or None)
+
+
+def test_from_dict_validates_like_decode_and_decode_event_is_the_same():
+    from streams import decode_event
+
+    raw = Event.create({"x": 1}, subject="a.b").encode()
+    assert decode_event(raw) == Event.decode(raw) == Event.from_dict(orjson.loads(raw))
+    with pytest.raises(EventError) as info:
+        Event.from_dict({**GOOD, "Bad": 1})
+    assert info.value.field == "Bad"
+
+
+def test_time_formatting_forgets_the_float_but_not_the_time():
+    e = Event.create(1)
+    t = e.time
+    assert e.time == t and e.stamped("a", "e-1").time == t

@@ -4,7 +4,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import Event, GapError, MemoryBroker, Position, Retention, SubjectError, match
+from streams import (
+    Event,
+    EventError,
+    GapError,
+    MemoryBroker,
+    Position,
+    Retention,
+    SubjectError,
+    match,
+)
 
 SUBJECTS = ["chat.a.msg", "chat.b.msg", "chat.a.typing", "sys.health"]
 PATTERNS = ["chat.>", "chat.*.msg", "chat.a.*", ">", "sys.health", "none.here"]
@@ -38,11 +47,16 @@ op = st.one_of(
 )
 
 
-@given(st.lists(op, max_size=40))
-def test_replay_then_live_never_loses_or_duplicates(ops: list[tuple]):
+# History keeps event objects without a byte bound and only encoded bytes with one.
+STORAGE = [None, 1 << 30]
+
+
+@pytest.mark.parametrize("max_bytes", STORAGE, ids=["objects", "bytes"])
+@given(ops=st.lists(op, max_size=40))
+def test_replay_then_live_never_loses_or_duplicates(max_bytes: int | None, ops: list[tuple]):
     """Every subscriber sees exactly the matching events after its start, in log order,
     including events that subscribers publish from inside on_next (re-entrancy)."""
-    b = MemoryBroker(Retention(max_events=None, max_bytes=None, max_per_subject=None))
+    b = MemoryBroker(Retention(max_events=None, max_bytes=max_bytes, max_per_subject=None))
     subs: list[tuple[str, int, list[Event]]] = []
     echoes = [0]
     for o in ops:
@@ -220,7 +234,7 @@ def test_publish_cost_depends_on_matching_subscribers_only():
     for i in range(1000):
         b.subscribe(f"room{i}.>").subscribe(lambda e: None)
     b.publish("room7.msg", 1)
-    assert len(b._index.lookup("room7.msg")) == 1
+    assert len(b._dispatch.matching("room7.msg")) == 1
 
 
 def test_publish_many_equals_repeated_publish():
@@ -256,19 +270,25 @@ def test_gap_resume_never_replays_what_the_consumer_already_has():
     assert [e.data for e in b.history("chat.>", since=gap.resume_from)] == ["b8", "b9", "b10"]
 
 
+@pytest.mark.parametrize("max_bytes", STORAGE, ids=["objects", "bytes"])
 @given(
-    st.lists(st.sampled_from(SUBJECTS), max_size=40),
-    st.sampled_from(PATTERNS),
-    st.integers(0, 40),
-    st.integers(1, 6),
-    st.integers(3, 20),
+    subjects=st.lists(st.sampled_from(SUBJECTS), max_size=40),
+    pattern=st.sampled_from(PATTERNS),
+    since=st.integers(0, 40),
+    per_subject=st.integers(1, 6),
+    total=st.integers(3, 20),
 )
 def test_no_silent_skip_and_gap_resume_always_succeeds(
-    subjects: list[str], pattern: str, since: int, per_subject: int, total: int
+    max_bytes: int | None,
+    subjects: list[str],
+    pattern: str,
+    since: int,
+    per_subject: int,
+    total: int,
 ):
     """Without a gap, history after ``since`` is exactly what was published; with one,
     resuming from ``resume_from`` succeeds and repeats nothing the consumer had."""
-    b = MemoryBroker(Retention(max_events=total, max_per_subject=per_subject))
+    b = MemoryBroker(Retention(max_events=total, max_bytes=max_bytes, max_per_subject=per_subject))
     published = [(b.publish(s, i), s) for i, s in enumerate(subjects)]
     since = min(since, len(subjects))
     start = Position(b.epoch, since)
@@ -304,7 +324,7 @@ def test_age_bookkeeping_stays_bounded_by_other_limits():
     for i in range(20_000):
         b.publish(f"s{i % 7}", i)
     assert len(b) <= 100
-    assert len(b._times) <= 2 * len(b) + 1024
+    assert len(b._log.times) <= 2 * len(b) + 1024
 
 
 def test_replay_stops_when_the_subscriber_disposes_from_inside():
@@ -320,3 +340,78 @@ def test_replay_stops_when_the_subscriber_disposes_from_inside():
     assert [e.data for e in got] == [0, 1, 2]
     assert len(calls) == 3  # the replay stopped instead of running through the other 997
     assert b.subscriber_count == 0
+
+
+# -- history kept as encoded bytes (a byte bound) ------------------------------------
+
+
+json_data = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=5),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(st.lists(st.tuples(st.sampled_from(SUBJECTS), json_data), max_size=20), st.integers(1, 5))
+def test_byte_bounded_history_equals_what_was_published(
+    items: list[tuple[str, object]], n: int
+) -> None:
+    """Rebuilt from their bytes, retained events equal the published ones: history, last
+    and replay alike, with the same encoding (nothing is re-encoded on the way out)."""
+    b = MemoryBroker(Retention(max_events=None, max_bytes=1 << 30, max_per_subject=None))
+    live: list[Event] = []
+    b.subscribe(">").subscribe(live.append)
+    for subject, data in items:
+        b.publish(subject, data)
+    history = b.history(">")
+    assert history == live
+    assert [e.encode() for e in history] == [e.encode() for e in live]
+    assert [e.data for e in history] == [data for _, data in items]
+    assert b.last(">", n) == live[-n:]
+    replayed: list[Event] = []
+    b.subscribe(">", since=Position(b.epoch, 0)).subscribe(replayed.append)
+    assert replayed == live
+
+
+def test_byte_bound_counts_exactly_the_retained_encodings():
+    b = MemoryBroker(Retention(max_events=None, max_bytes=5000, max_per_subject=3))
+    for i in range(200):
+        b.publish(f"room{i % 4}", {"i": i, "pad": "x" * (i % 37)})
+    retained = b.history(">")
+    assert b.retained_bytes == sum(e.size for e in retained) <= 5000
+    assert len(b) == len(retained)
+
+
+def test_an_event_that_cannot_be_encoded_stores_nothing_under_a_byte_bound():
+    b = MemoryBroker(Retention(max_bytes=1 << 20))
+    got: list[Event] = []
+    b.subscribe(">").subscribe(got.append)
+    with pytest.raises(EventError):
+        b.publish("x", {1, 2})
+    with pytest.raises(EventError):
+        b.publish_many("x", [1, {3}])
+    assert (len(b), b.published, got, b.retained_bytes) == (0, 0, [], 0)
+    assert b.publish("x", 1).offset == 1
+
+
+def test_live_subscribers_get_the_published_object_and_history_an_equal_copy():
+    b = MemoryBroker(Retention(max_bytes=1 << 20))
+    got: list[Event] = []
+    b.subscribe(">").subscribe(got.append)
+    e = Event.create({"t": (1, 2)})
+    b.publish("x", e)
+    assert got == [e] and got[0] is e
+    (kept,) = b.history(">")
+    assert kept is not e and kept.data == {"t": [1, 2]}  # what JSON gives back
+    assert kept.encode() == e.encode()
+
+
+def test_a_stored_event_shares_its_room_subject():
+    """Subjects are interned per room: 100,000 retained events do not hold 100,000 copies."""
+    b = MemoryBroker()
+    for i in range(3):
+        b.publish("".join(["chat.", "lobby"]), i)
+    a, c, _ = b.history(">")
+    assert a.subject is c.subject
