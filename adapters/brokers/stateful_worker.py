@@ -446,8 +446,8 @@ class _Runner:
             self.status.checkpoint_failures = self.member.checkpoint_failures[unit]
             self.status.last_error = f"{type(exc).__name__}: {exc}"
             log.error(
-                "%s: checkpoint of %s at %s not stored (%s); the unit restarts from its last "
-                "stored checkpoint",
+                "%s: checkpoint of %s at %s failed (%s); the unit stops and starts again "
+                "from its last stored checkpoint, in whichever member holds its lease",
                 self.member.name, unit, checkpoint.position, self.status.last_error,
             )  # fmt: skip
             if isinstance(exc, Fenced):

@@ -382,7 +382,7 @@ async def test_a_checkpoint_that_cannot_be_stored_is_an_error_and_covers_nothing
         assert (await broker.health())["messages"] == len(records)  # ...no output
         await first.stop()
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-        assert any("p0" in e and "not stored" in e and "CheckpointTooLarge" in e for e in errors)
+        assert any("p0" in e and "failed" in e and "CheckpointTooLarge" in e for e in errors)
         second = Running(broker, pipeline, 1, "second")  # takes over: replays it all
         await _until(lambda: _equals(_committed(store, 1), len(records)), "the takeover")
         await second.stop()
