@@ -28,6 +28,7 @@ from aiohttp import web
 from reactivex import Observable
 
 import adapters
+from streams.errors import RxStreamsError
 
 if getattr(adapters, "__distribution__", None) != "rxstreams":  # see adapters/__init__.py
     from .doctor import not_ours
@@ -37,7 +38,7 @@ if getattr(adapters, "__distribution__", None) != "rxstreams":  # see adapters/_
 __all__ = ["CliError", "build_parser", "load_target", "main", "resolve_broker", "serve_app"]
 
 
-class CliError(Exception):
+class CliError(RxStreamsError):
     """A failure reported as one line on stderr; ``status`` 2 for bad arguments, 1 at run time.
 
     >>> CliError("no such module", 2).status

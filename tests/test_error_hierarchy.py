@@ -51,11 +51,9 @@ PENDING = {
     "SnapshotError",
     "StageNameError",
     "StageSetError",
-    "UnsupportedRetention",
     "UnroutableError",
     "KeyMissing",
     "RateLimitError",
-    "CliError",
 }
 
 

@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streams import Event, Position, Retention
+from streams.errors import InvalidInput
 
 from .foreign import UnreadableEntry, read_entry
 from .positions import SEQ_BITS, redis_id, redis_offset
@@ -64,7 +65,7 @@ EVENT = b"e"
 REDIS_DEFAULT_RETENTION = Retention(max_per_subject=None)
 
 
-class UnsupportedRetention(ValueError):
+class UnsupportedRetention(InvalidInput):
     """A retention setting RedisBroker cannot enforce (it refuses rather than ignore it)."""
 
 
