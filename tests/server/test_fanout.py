@@ -214,3 +214,72 @@ async def test_drop_oldest_never_drops_acks_of_a_client_that_reads_late(
     assert acks == [f"p{i}" for i in range(20)]
     assert client.queue.dropped > 0 and not client.kicked
     s.close()
+
+
+async def test_a_backed_up_member_is_queued_while_caught_up_members_keep_receiving(
+    make_server: Any, session: aiohttp.ClientSession
+) -> None:
+    """The hub writes caught-up members straight away; a member whose socket is backed
+    up is not written from the hub but queued, and gets every event, in order, once it
+    reads again."""
+    server = await make_server(write_buffer=8192, socket_send_buffer=4096, write_delay=0)
+    hub = server.app[HUB]
+    port = int(server.url.rsplit(":", 1)[1])
+    loop = asyncio.get_running_loop()
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(("127.0.0.1", port))
+    slow.setblocking(False)
+    sub = b'{"op":"subscribe","id":"s","pattern":"t"}'
+    await loop.sock_sendall(
+        slow,
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        + bytes([0x81, 0x80 | len(sub)])
+        + b"\0" * 4
+        + sub,
+    )
+    fast = await session.ws_connect(server.ws_url())
+    await fast.send_json({"op": "subscribe", "id": "s", "pattern": "t"})
+    await next_op(fast, "subscribed")
+    await wait_for(lambda: server.broker.subscriber_count >= 1 and len(hub.clients) == 2)
+    (topic,) = hub.topics.values()
+    await wait_for(lambda: len(topic.members) == 2)
+    here = slow.getsockname()
+    (lagging,) = [
+        c for c in hub.clients if c.transport and c.transport.get_extra_info("peername") == here
+    ]
+    pad = "x" * 2000
+    n = 0
+    while lagging.queue.idle and n < 2000:  # until the slow reader's socket is backed up
+        server.broker.publish("t", {"i": n, "pad": pad})
+        n += 1
+        got = await collect(fast, 1)  # the reading member is never held back
+        assert got[0]["data"]["i"] == n - 1
+    assert not lagging.queue.idle, "4 MB into a socket that is not read, none of it queued"
+    for _ in range(5):  # more, while the slow one is backed up: queued for it
+        server.broker.publish("t", {"i": n, "pad": pad})
+        n += 1
+        assert (await collect(fast, 1))[0]["data"]["i"] == n - 1
+    assert lagging.queue.events or lagging.slow_task is not None
+    buf = bytearray()
+    seen: list[int] = []
+    head_done = False
+    while len(seen) < n:
+        chunk = await loop.sock_recv(slow, 65536)
+        assert chunk, f"connection closed after {seen}"
+        buf += chunk
+        if not head_done:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                continue
+            del buf[: end + 4]
+            head_done = True
+        for payload in _frames(buf):
+            msg = orjson.loads(payload)
+            if isinstance(msg, dict) and "op" in msg:
+                continue
+            seen.extend(e["data"]["i"] for e in (msg if isinstance(msg, list) else [msg]))
+    assert seen == list(range(n))
+    slow.close()
+    await fast.close()
