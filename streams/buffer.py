@@ -76,7 +76,9 @@ class BoundedBuffer(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def _fits(self, size: int) -> bool:
+    def fits(self, size: int) -> bool:
+        """Whether an item of ``size`` bytes would be accepted without overflowing now
+        (an empty buffer takes anything, so an oversized item travels alone)."""
         if not self._items:
             return True
         if len(self._items) >= self.max_items:
@@ -90,9 +92,9 @@ class BoundedBuffer(Generic[T]):
             self.dropped += len(self._items)
             self._items.clear()
             self.bytes = 0
-        elif not self._fits(size):
+        elif not self.fits(size):
             if policy is OverflowPolicy.DROP_OLDEST:
-                while self._items and not self._fits(size):
+                while self._items and not self.fits(size):
                     _, old = self._items.popleft()
                     self.bytes -= old
                     self.dropped += 1
@@ -161,7 +163,7 @@ class AsyncBuffer(Generic[T]):
         ok = self.buffer.offer(item, size)
         if ok:
             self._readable.set()
-            if not self.buffer._fits(0):
+            if not self.buffer.fits(0):
                 self._writable.clear()
         elif self.buffer.policy is OverflowPolicy.DISCONNECT:
             self.close(Overflow("consumer too slow: buffer overflowed"))
@@ -172,7 +174,7 @@ class AsyncBuffer(Generic[T]):
         while True:
             if self._closed:
                 raise Overflow("buffer closed")
-            if self.buffer.policy is not OverflowPolicy.BLOCK or self.buffer._fits(size):
+            if self.buffer.policy is not OverflowPolicy.BLOCK or self.buffer.fits(size):
                 self.offer(item, size)
                 return
             self._writable.clear()

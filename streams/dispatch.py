@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from reactivex import abc
@@ -127,7 +127,7 @@ class Dispatcher:
         finally:
             self._dispatching = False
 
-    def deliver_batch(self, subject: str, first: int, events: list[Event]) -> None:
+    def deliver_batch(self, subject: str, first: int, events: Sequence[Event]) -> None:
         """Deliver events with consecutive offsets from ``first``, each subscriber
         receiving the whole batch in order."""
         subs = self.matching(subject)
@@ -145,7 +145,7 @@ class Dispatcher:
         finally:
             self._dispatching = False
 
-    def _deliver_guarded(self, sub: Subscription, first: int, events: list[Event]) -> None:
+    def _deliver_guarded(self, sub: Subscription, first: int, events: Sequence[Event]) -> None:
         """Deliver what ``sub`` has not seen yet; stop at its first failure."""
         for off, event in enumerate(events, first):
             if off > sub.last:

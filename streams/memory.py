@@ -116,11 +116,13 @@ class MemoryBroker:
         Positions are consecutive. Subscribers receive the batch in order (the
         ingest endpoint and batching sinks use this).
         """
-        appended = self._log.extend(subject, [_as_event(e) for e in events])
+        batch = [e if isinstance(e, Event) else Event.create(e) for e in events]
+        appended = self._log.extend(subject, batch)
         if not appended:
             return []
-        self._dispatch.deliver_batch(subject, appended[0][0].offset, [e for _, e in appended])
-        return [pos for pos, _ in appended]
+        positions, stamped = zip(*appended, strict=True)
+        self._dispatch.deliver_batch(subject, positions[0].offset, stamped)
+        return list(positions)
 
     async def apublish(self, subject: str, event: Event | Any) -> Position:
         return self.publish(subject, event)
