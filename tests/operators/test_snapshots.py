@@ -268,6 +268,19 @@ def test_dedupe_resumes(events: Any, cut: float, ttl: float, max_keys: int) -> N
     check(lambda o, s: o.pipe(dedupe(ttl=ttl * 3, max_keys=max_keys, scheduler=s)), events, cut)
 
 
+def test_dedupe_restores_the_row_wise_form_of_earlier_checkpoints() -> None:
+    s, subject, out = TestScheduler(), Subject[Any](), []
+    with collecting() as stages:
+        subject.pipe(dedupe(ttl=10, scheduler=s)).subscribe(out.append)
+    old = {"kind": "dedupe", "config": {"ttl": 10, "max_keys": 100_000},
+           "seen": [["a", 5.0], [{"$tuple": ["b", 1]}, 7.0]]}  # fmt: skip
+    restore_all(stages, {"dedupe-0": old})
+    for v in ["a", ("b", 1), "c"]:
+        subject.on_next(v)
+    assert out == ["c"]
+    assert stages["dedupe-0"].snapshot()["keys"] == ["a", {"$tuple": ["b", 1]}, "c"]
+
+
 @given(stream(), cuts, st.sampled_from([0.37, 1.37]), st.integers(1, 3), st.booleans())
 def test_rate_limit_resumes(events: Any, cut: float, rate: float, burst: int, delay: bool) -> None:
     mode = "delay" if delay else "drop"
