@@ -134,7 +134,7 @@ def held_per_event(n: int, retention: Retention) -> tuple[float, float, float]:
         b.publish(f"chat.room{i % 50}.msg", chat_event(i))
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - base
-    encoded = sum(len(e.encode()) for e in b.history("chat.>"))  # encodes what is retained
+    encoded = sum(e.size for e in b.history("chat.>"))  # encodes what is retained
     gc.collect()
     held_encoded = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()

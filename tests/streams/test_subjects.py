@@ -71,3 +71,28 @@ def test_invalid_patterns(bad: str):
 @pytest.mark.parametrize("good", ["a", "chat.lobby.msg", "*", ">", "a.*.c", "a.>", "user-1.x_y:z"])
 def test_valid_patterns(good: str):
     assert validate_pattern(good) == good
+
+
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.sampled_from(["a.*", "a.>", "*.b", "a.b", ">"])), max_size=12
+    ),
+    st.lists(st.sampled_from(["a.b", "a.c", "x.b", "a.b.c"]), max_size=6),
+)
+def test_resolved_answers_exactly_what_lookup_answers(
+    steps: list[tuple[bool, str]], subjects: list[str]
+) -> None:
+    """A subject in ``resolved`` maps to what ``lookup`` returns now, whatever was added or
+    removed since: the index forgets resolutions when it changes."""
+    idx: SubjectIndex[int] = SubjectIndex()
+    keys: list[int] = []
+    for i, (add, pattern) in enumerate(steps):
+        if add or not keys:
+            keys.append(idx.add(pattern, i))
+        else:
+            idx.remove(keys.pop(0))
+        for s in subjects:
+            hit = idx.resolved.get(s)
+            assert hit is None or hit == idx.lookup(s)
+        for s in subjects[: i % 3]:  # resolve some, so the next change meets a cache
+            idx.lookup(s)
