@@ -53,8 +53,10 @@ class ServerConfig:
     # client. A quiet stream (a chat, a 20/s ticker) pays nothing; a busy one pays at most
     # the delay, and writes once per client per window instead of once per event: 1,000
     # WebSocket clients, events one per loop iteration, cost ~0.04x the CPU per delivery
-    # of a naive aiohttp broadcast with 5 ms, ~1x with 0 (benchmarks/fanout.py). 0 writes
-    # at the end of every iteration that received events.
+    # of a naive aiohttp broadcast with 5 ms, ~0.86x with 0 (benchmarks/fanout.py). Events
+    # further apart than the delay (a 20/s ticker: 50 ms) are never gathered: each costs
+    # one write per client, the floor (mostly the kernel's TCP send). 0 writes at the end
+    # of every iteration that received events.
     write_delay: float = 0.005
     write_buffer: int | None = None  # transport high-water mark, bytes (asyncio: 64 KiB)
     socket_send_buffer: int | None = None  # SO_SNDBUF for streaming connections
