@@ -39,12 +39,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from streams.errors import InvalidInput
+
 from ._core import Stage
 
 __all__ = ["SnapshotError", "SnapshotStage", "decode", "encode", "rel", "unrel"]
 
 
-class SnapshotError(ValueError):
+class SnapshotError(InvalidInput):
     """State that cannot be snapshotted, or a snapshot that does not fit this stage."""
 
 

@@ -28,6 +28,8 @@ from typing import Any, Literal, TypeVar
 
 from reactivex import Observable, abc
 
+from streams.errors import PipelineError
+
 from ._core import TICK, Chain, Spec, Stage, clock, default_scheduler, lean
 from ._snapshot import SnapshotStage, decode, encode, finite
 from .policy import OnError, check_policy, make_handler
@@ -37,7 +39,7 @@ __all__ = ["RateLimitError", "rate_limit"]
 T = TypeVar("T")
 
 
-class RateLimitError(Exception):
+class RateLimitError(PipelineError):
     """The delay queue of :func:`rate_limit` is full."""
 
 

@@ -21,6 +21,8 @@ from typing import Any, Generic, TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from streams.errors import PipelineError
+
 from . import state as collection
 from ._core import TICK, Chain, Spec, Stage, clock, default_scheduler, lean
 from ._snapshot import SnapshotStage, decode, encode
@@ -43,7 +45,7 @@ T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 
 
-class UnroutableError(LookupError):
+class UnroutableError(PipelineError, LookupError):
     """An event matched no branch in strict mode (no ``unmatched`` branch)."""
 
 

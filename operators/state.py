@@ -45,6 +45,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from streams.errors import InvalidInput
+
 __all__ = [
     "Collection",
     "StageNameError",
@@ -75,11 +77,11 @@ class Stateful(Protocol):
     def restore(self, state: bytes | dict[str, Any]) -> None: ...
 
 
-class StageNameError(ValueError):
+class StageNameError(InvalidInput):
     """Two stages of one pipeline registered under the same name."""
 
 
-class StageSetError(ValueError):
+class StageSetError(InvalidInput):
     """A snapshot restored into a pipeline whose stateful stages are not the same set."""
 
 

@@ -22,11 +22,15 @@ carries that code's details (a position, a line number, an HTTP status)::
     │   └── UsageError                   adapters.client: CLI arguments that cannot work
     ├── BrokerError                      a broker could not do what was asked
     │   ├── PublishError (RuntimeError)  not acknowledged; .committed lists what was stored
-    │   └── GapError                     history after .requested is gone; .resume_from
+    │   ├── GapError                     history after .requested is gone; .resume_from
+    │   ├── UnreadableEntry              adapters.brokers.foreign: a log entry skipped
+    │   ├── Fenced                       adapters.brokers.leases: a newer owner holds it
+    │   └── CheckpointTooLarge           adapters.brokers.leases: over the size limit
     ├── PipelineError                    an operator refused an event while running
     │   ├── UnroutableError (LookupError)  operators.routing: no branch matched
     │   ├── KeyMissing (LookupError)       adapters.brokers.partitions: no usable key
-    │   └── RateLimitError                 operators.ratelimit: the delay queue is full
+    │   ├── RateLimitError                 operators.ratelimit: the delay queue is full
+    │   └── PipelineFailed                 adapters.brokers.stateful_worker: a unit failed
     ├── ProtocolError                    adapters.server: a documented wire error (.code,
     │                                    .status), sent to the client as JSON
     ├── ClientError                      adapters.client: talking to a server failed

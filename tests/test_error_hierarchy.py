@@ -48,12 +48,6 @@ TREE = [
 PENDING = {
     "EventError",
     "SubjectError",
-    "SnapshotError",
-    "StageNameError",
-    "StageSetError",
-    "UnroutableError",
-    "KeyMissing",
-    "RateLimitError",
 }
 
 

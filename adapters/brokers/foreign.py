@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 
 from streams import Event, EventError, Position
+from streams.errors import BrokerError
 from streams.event import set_position_in_place, set_subject_in_place
 from streams.subjects import SubjectError, validate_subject
 
@@ -66,7 +67,7 @@ _valid_subjects: dict[str, None] = {}
 _valid_seconds: dict[str, None] = {}
 
 
-class UnreadableEntry(Exception):
+class UnreadableEntry(BrokerError):
     """A log entry that cannot become an event (see the module docstring)."""
 
     def __init__(self, position: Position, reason: str) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from streams import Event
+from streams.errors import BrokerError
 
 from .partitions import Checkpoint
 
@@ -45,11 +46,11 @@ Routed = tuple[str, Event]
 """An event and the subject it goes to (a partition subject, an output subject)."""
 
 
-class Fenced(Exception):
+class Fenced(BrokerError):
     """Another member claimed the unit: this member's lease and commits are void."""
 
 
-class CheckpointTooLarge(Exception):
+class CheckpointTooLarge(BrokerError):
     """A checkpoint is larger than the store accepts: nothing was written."""
 
 

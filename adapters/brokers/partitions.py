@@ -35,6 +35,7 @@ import orjson
 
 from operators.routing import stable_hash
 from streams import Event, validate_subject
+from streams.errors import PipelineError
 
 __all__ = [
     "ROUTER",
@@ -60,7 +61,7 @@ _ORIGINAL_ID = "rxid"  # and id
 _SUBJECT_TOKEN = re.compile(r"^subject\[(-?\d+)\]$")
 
 
-class KeyMissing(LookupError):
+class KeyMissing(PipelineError, LookupError):
     """An event has no usable key (missing field, or a value that cannot be hashed)."""
 
 

@@ -66,6 +66,7 @@ from reactivex.subject import Subject
 
 from operators.state import Stateful, collecting, restore_all, snapshot_all
 from streams import Event, GapError, Position
+from streams.errors import PipelineError
 
 from .leases import Fenced, Lease, Routed, StateStore
 from .partition_logs import PartitionLogs
@@ -100,7 +101,7 @@ _SLICE = 32  # events fed to a pipeline between two chances for the event loop t
 _IDLE_COMMIT = 0.2  # seconds between checkpoints of a partition whose input ran dry
 
 
-class PipelineFailed(Exception):
+class PipelineFailed(PipelineError):
     """The user's pipeline ended with an error: the worker stops (its input is replayed)."""
 
 
