@@ -47,6 +47,6 @@ def require(kind: str) -> str:
     if why is not None:
         message = f"{kind} server at {url} is not answering ({why})"
         if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI requires it (start it as the README shows)")
+            pytest.fail(f"{message}; CI requires it (start it as docs/getting-started.md shows)")
         pytest.skip(f"{message}; start it to run the {kind} broker tests")
     return url

@@ -1,4 +1,4 @@
-"""Event-time windows against brute-force models written from the README's definitions.
+"""Event-time windows against brute-force models written from docs/guide/operators.md's definitions.
 
 - A window ``k`` of ``sliding(size, step)`` is ``[k*step, k*step + size)`` for an integer
   ``k`` (tumbling: ``step == size``), its bounds computed exactly from the decimal values
