@@ -131,8 +131,7 @@ _set_time = _slot_setter("_time")
 _set_seq = _slot_setter("_seq")
 _set_subject = _slot_setter("subject")
 _set_pos = _slot_setter("_pos")
-_set_ts = _slot_setter("_ts")
-_NO_TS: Final = 0.0  # one shared float for events whose time was given or formatted
+_NO_TS: Final = 0.0  # one shared float for events whose time was given
 
 
 def _build(
@@ -271,7 +270,6 @@ class Event(_Slots):
         if t is None:
             t = _rfc3339(self._ts)
             _set_time(self, t)
-            _set_ts(self, _NO_TS)  # a retained event need not keep its own float
         return t
 
     def replace(self, **changes: Any) -> Event:

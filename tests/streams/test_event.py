@@ -162,9 +162,3 @@ def test_from_dict_validates_like_decode_and_decode_event_is_the_same():
     with pytest.raises(EventError) as info:
         Event.from_dict({**GOOD, "Bad": 1})
     assert info.value.field == "Bad"
-
-
-def test_time_formatting_forgets_the_float_but_not_the_time():
-    e = Event.create(1)
-    t = e.time
-    assert e.time == t and e.stamped("a", "e-1").time == t
