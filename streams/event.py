@@ -182,15 +182,6 @@ def _check_required(obj: dict[str, Any]) -> None:
             raise EventError(name, "must be a string")
 
 
-def _check_time(t: str) -> None:
-    try:
-        if not _RFC3339.fullmatch(t):
-            raise ValueError
-        datetime.fromisoformat(t.upper().replace("Z", "+00:00"))
-    except ValueError:
-        raise EventError("time", f"not an RFC 3339 timestamp: {t!r}") from None
-
-
 def _extensions(obj: dict[str, Any]) -> dict[str, Any] | None:
     ext = {k: v for k, v in obj.items() if k not in _NOT_EXTENSIONS}
     for k, v in ext.items():
@@ -333,7 +324,7 @@ class Event(_Slots):
         stays the cached encoding, so sending the event on costs no re-encoding.
         """
         obj = orjson.loads(raw)
-        ext = {k: v for k, v in obj.items() if k not in _NOT_EXTENSIONS} or None
+        ext = None if obj.keys() <= _NOT_EXTENSIONS else _extensions(obj)
         e = _build(
             obj["id"],
             obj["source"],
@@ -405,7 +396,14 @@ class Event(_Slots):
         _check_required(obj)
         t = obj.get("time")
         if t is not None:
-            _check_time(t)
+            try:
+                if not _RFC3339.fullmatch(t):
+                    raise ValueError
+                datetime.fromisoformat(t.upper().replace("Z", "+00:00"))
+            except ValueError:
+                raise EventError("time", f"not an RFC 3339 timestamp: {t!r}") from None
+        # Most events carry no extension: a C-level key check spares building the dict.
+        ext = None if obj.keys() <= _NOT_EXTENSIONS else _extensions(obj)
         return _build(
             obj["id"],
             obj["source"],
@@ -413,7 +411,7 @@ class Event(_Slots):
             obj.get("subject"),
             obj.get("datacontenttype") or JSON,
             obj.get("data"),
-            _extensions(obj),
+            ext,
             t,
             _time.time() if t is None else _NO_TS,
             obj.get("sequence"),
