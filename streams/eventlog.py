@@ -20,6 +20,7 @@ import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Final
 
 import orjson
@@ -69,23 +70,25 @@ class Room:
         return len(self.offsets)
 
     def tail(self, after: int) -> list[Located]:
-        """Entries with offsets after ``after``, oldest first; reads from the newest end,
-        so resuming near the head costs what is replayed, not the whole room."""
-        offsets = self.offsets
-        n = len(offsets)
-        i = n
-        while i and offsets[i - 1] > after:
-            i -= 1
-        return self.last(n - i)
+        """Entries with offsets after ``after``, oldest first; reads from the newest end
+        (deques iterate in O(1) per step but index in O(n)), so resuming near the head
+        costs what is replayed, not the whole room."""
+        subject = self.subject
+        out: list[Located] = []
+        for off, entry in zip(reversed(self.offsets), reversed(self.entries), strict=True):
+            if off <= after:
+                break
+            out.append((off, subject, entry))
+        out.reverse()
+        return out
 
     def last(self, n: int) -> list[Located]:
         """The newest ``n`` entries, oldest first."""
-        n = min(n, len(self.offsets))
-        if n <= 0:
-            return []
-        subject, offsets, entries = self.subject, self.offsets, self.entries
-        start = len(offsets) - n
-        return [(offsets[i], subject, entries[i]) for i in range(start, start + n)]
+        subject = self.subject
+        newest = islice(zip(reversed(self.offsets), reversed(self.entries), strict=True), n)
+        out = [(off, subject, entry) for off, entry in newest]
+        out.reverse()
+        return out
 
     def drop_oldest(self) -> tuple[int, Entry]:
         return self.offsets.popleft(), self.entries.popleft()
@@ -265,7 +268,8 @@ class EventLog:
             return
         epoch, restore = self.epoch, Event._restore
         for off, subject, entry in located:
-            yield off, restore(entry, subject, Position(epoch, off))  # type: ignore[arg-type]
+            pos: Position = _new_position(Position, (epoch, off))
+            yield off, restore(entry, subject, pos)  # type: ignore[arg-type]
 
     # -- gaps -----------------------------------------------------------------------
     def check_since(self, pattern: str, since: Position) -> None:

@@ -18,7 +18,7 @@ from reactivex.disposable import CompositeDisposable, Disposable
 from reactivex.scheduler import CurrentThreadScheduler
 
 from .broker import GapError, Position, Retention
-from .dispatch import Dispatcher, Subscription
+from .dispatch import STOPPED, Dispatcher, Subscription
 from .event import Event
 from .eventlog import EventLog
 from .subjects import validate_pattern
@@ -201,7 +201,7 @@ class MemoryBroker:
             while sub.last < log.offset:
                 mark = log.offset
                 for off, event in log.read(pattern, sub.last):
-                    if off > mark or sub.stopped:
+                    if off > mark or sub.last == STOPPED:  # no property call per event
                         break
                     sub.last = off
                     observer.on_next(event)
