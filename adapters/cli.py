@@ -62,9 +62,9 @@ def resolve_broker(url: str | None) -> Any:
     adapters.cli.CliError: --broker bogus://x: unsupported broker URL 'bogus://x'...
     """
     if url is None or url == "memory://":
-        from streams import MemoryBroker
+        from streams import MemoryBroker, Retention
 
-        return MemoryBroker()
+        return MemoryBroker(Retention.for_server())
     try:
         from adapters.brokers import from_url
     except ImportError as exc:

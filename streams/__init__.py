@@ -19,6 +19,7 @@ from .broker import (
     resume_point,
 )
 from .buffer import AsyncBuffer, BoundedBuffer, Overflow, OverflowPolicy
+from .errors import BrokerError, ClientError, InvalidInput, PipelineError, RxStreamsError
 from .event import Event, EventError, decode_event, encode_events
 from .memory import MemoryBroker
 from .sinks import Subscription, to_async_iterator, write_ndjson
@@ -44,17 +45,22 @@ __all__ = [
     "AsyncBuffer",
     "BoundedBuffer",
     "Broker",
+    "BrokerError",
+    "ClientError",
     "Event",
     "EventError",
     "GapError",
+    "InvalidInput",
     "MemoryBroker",
     "NdjsonError",
     "Overflow",
     "OverflowPolicy",
+    "PipelineError",
     "Position",
     "PositionError",
     "PublishError",
     "Retention",
+    "RxStreamsError",
     "SubjectError",
     "SubjectIndex",
     "Subscription",

@@ -23,6 +23,8 @@ from typing import Any, Final
 
 import orjson
 
+from .errors import InvalidInput
+
 __all__ = ["SPECVERSION", "Event", "EventError", "decode_event", "encode_events"]
 
 SPECVERSION: Final = "1.0"
@@ -56,7 +58,7 @@ _NOT_EXTENSIONS: Final = frozenset(
 )
 
 
-class EventError(ValueError):
+class EventError(InvalidInput):
     """A malformed event. ``field`` names the offending attribute (or ``"json"``)."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Final, Generic, TypeVar
 
+from .errors import InvalidInput
+
 __all__ = [
     "SubjectError",
     "SubjectIndex",
@@ -27,7 +29,7 @@ MAX_LENGTH: Final = 256
 _TOKEN = re.compile(r"[A-Za-z0-9_\-:@~=+]+")
 
 
-class SubjectError(ValueError):
+class SubjectError(InvalidInput):
     """An invalid subject or pattern; the message says what is wrong."""
 
 

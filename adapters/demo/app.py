@@ -184,7 +184,9 @@ def create_demo_app(
     ('MemoryBroker', True)
     """
     if broker is None:
-        broker = MemoryBroker(Retention(max_events=100_000, max_per_subject=200))
+        broker = MemoryBroker(
+            Retention(max_events=100_000, max_bytes=256 * 2**20, max_per_subject=200)
+        )
     if config is None:
         config = ServerConfig(publish_rate=PUBLISH_RATE, publish_burst=PUBLISH_RATE)
     issuer = tokens if isinstance(tokens, DemoTokens) else DemoTokens() if tokens else None

@@ -31,6 +31,7 @@ from streams import (
     OverflowPolicy,
     Position,
     PublishError,
+    Retention,
     SubjectError,
     to_async_iterator,
     validate_pattern,
@@ -678,7 +679,7 @@ def create_app(
     config = config or ServerConfig()
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[json_errors])
     app[_OWNED] = broker is None
-    app[BROKER] = broker if broker is not None else MemoryBroker()
+    app[BROKER] = broker if broker is not None else MemoryBroker(Retention.for_server())
     app[CONFIG] = config
     app[HUB] = Hub(config)
     app[_BUCKETS] = weakref.WeakKeyDictionary()
