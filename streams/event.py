@@ -25,7 +25,14 @@ import orjson
 
 from .errors import InvalidInput
 
-__all__ = ["SPECVERSION", "Event", "EventError", "decode_event", "encode_events"]
+__all__ = [
+    "EVENT_ATTRIBUTES",
+    "SPECVERSION",
+    "Event",
+    "EventError",
+    "decode_event",
+    "encode_events",
+]
 
 SPECVERSION: Final = "1.0"
 DEFAULT_SOURCE: Final = "rxstreams"
@@ -42,8 +49,9 @@ _RFC3339: Final = re.compile(
 )
 _REQUIRED: Final = ("specversion", "id", "source", "type")
 _OPTIONAL_STRINGS: Final = ("subject", "time", "datacontenttype", "sequence")
-# Attributes that are not extensions ("sequence" is the broker's, carried on the wire).
-_NOT_EXTENSIONS: Final = frozenset(
+# The attributes of a stored event that are not extensions ("sequence" is the broker's,
+# carried on the wire); a stored event with other keys carries extensions.
+EVENT_ATTRIBUTES: Final = frozenset(
     (
         "specversion",
         "id",
@@ -186,7 +194,7 @@ def _check_required(obj: dict[str, Any]) -> None:
 
 
 def _extensions(obj: dict[str, Any]) -> dict[str, Any] | None:
-    ext = {k: v for k, v in obj.items() if k not in _NOT_EXTENSIONS}
+    ext = {k: v for k, v in obj.items() if k not in EVENT_ATTRIBUTES}
     for k, v in ext.items():
         if k == "data_base64":  # binary data in the JSON format: kept as it came
             if not isinstance(v, str):
@@ -270,7 +278,7 @@ class Event(_Slots):
         """A copy with some attributes changed (the encoded bytes are not carried over)."""
         fields = self.to_dict(include_data=True)
         fields.pop("specversion")
-        ext = {k: fields.pop(k) for k in list(fields) if k not in _NOT_EXTENSIONS}
+        ext = {k: fields.pop(k) for k in list(fields) if k not in EVENT_ATTRIBUTES}
         fields.update(changes)
         if ext and "extensions" not in changes:
             fields["extensions"] = ext
@@ -327,7 +335,7 @@ class Event(_Slots):
         stays the cached encoding, so sending the event on costs no re-encoding.
         """
         obj = orjson.loads(raw)
-        ext = None if obj.keys() <= _NOT_EXTENSIONS else _extensions(obj)
+        ext = None if obj.keys() <= EVENT_ATTRIBUTES else _extensions(obj)
         e = _build(
             obj["id"],
             obj["source"],
@@ -406,7 +414,7 @@ class Event(_Slots):
             except ValueError:
                 raise EventError("time", f"not an RFC 3339 timestamp: {t!r}") from None
         # Most events carry no extension: a C-level key check spares building the dict.
-        ext = None if obj.keys() <= _NOT_EXTENSIONS else _extensions(obj)
+        ext = None if obj.keys() <= EVENT_ATTRIBUTES else _extensions(obj)
         return _build(
             obj["id"],
             obj["source"],

@@ -37,7 +37,7 @@ import orjson
 
 from streams import Event, EventError, Position
 from streams.errors import BrokerError
-from streams.event import set_position_in_place, set_subject_in_place
+from streams.event import EVENT_ATTRIBUTES, set_position_in_place, set_subject_in_place
 from streams.subjects import SubjectError, validate_subject
 
 __all__ = ["EXTERNAL_TYPE", "SkippedEntries", "UnreadableEntry", "own_event", "read_entry"]
@@ -48,19 +48,7 @@ JSON = "application/json"
 _CACHED = 4096  # subjects / timestamp seconds remembered as valid
 
 # The attributes an event rxstreams stored has (``Event.encode()`` before publishing).
-_OWN_KEYS = frozenset(
-    (
-        "specversion",
-        "id",
-        "source",
-        "type",
-        "subject",
-        "time",
-        "datacontenttype",
-        "data",
-        "sequence",
-    )
-)
+_OWN_KEYS = EVENT_ATTRIBUTES
 _valid_subjects: dict[str, None] = {}
 # 'YYYY-MM-DDTHH:MM:SS' parts of timestamps ``Event.from_dict`` accepted: a timestamp in
 # rxstreams' own format (that part, then '.' 6 digits 'Z') is valid when its part is.
