@@ -91,6 +91,18 @@ def take_messages(buf: bytearray) -> list[bytes]:
     return out
 
 
+def take_upgrade(buf: bytearray) -> bool | None:
+    """Consume the server's ``101`` response from ``buf``: True once upgraded, None while
+    it is incomplete; raises with the response's start when the server refused."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    if not buf.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(bytes(buf[:200]).decode())
+    del buf[: end + 4]
+    return True
+
+
 def handshake(path: str, host: str) -> bytes:
     """A WebSocket upgrade request."""
     return (

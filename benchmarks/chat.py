@@ -51,6 +51,7 @@ from _harness import (  # noqa: E402
     serve_forever,
     stdin_lines,
     take_messages,
+    take_upgrade,
 )
 
 ROOM = "lobby"
@@ -157,14 +158,12 @@ class Conn(asyncio.Protocol):
         self.transport.write(client_frame(payload))
 
     def _upgraded(self) -> bool:
-        buf = self.buf
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
+        try:
+            if not take_upgrade(self.buf):
+                return False
+        except RuntimeError as exc:
+            self.ready.set_exception(exc)
             return False
-        if not buf.startswith(b"HTTP/1.1 101"):
-            self.ready.set_exception(RuntimeError(bytes(buf[:200]).decode()))
-            return False
-        del buf[: end + 4]
         self.open = True
         if self.mode == "rxstreams":
             sub = {"op": "subscribe", "id": "r", "pattern": f"room.{ROOM}.msg"}

@@ -57,6 +57,7 @@ from _harness import (
     serve_forever,
     stdin_lines,
     take_messages,
+    take_upgrade,
 )
 
 # A server under test: its app, how it publishes event i, and what runs after a publish
@@ -287,14 +288,12 @@ class WsConn(asyncio.Protocol):
         transport.write(handshake("/ws", self.stats.host))
 
     def _upgraded(self) -> bool:
-        buf = self.buf
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
+        try:
+            if not take_upgrade(self.buf):
+                return False
+        except RuntimeError as exc:
+            self.ready.set_exception(exc)
             return False
-        if not buf.startswith(b"HTTP/1.1 101"):
-            self.ready.set_exception(RuntimeError(bytes(buf[:200]).decode()))
-            return False
-        del buf[: end + 4]
         self.open = True
         if self.subscribe:
             self.transport.write(client_frame(_SUBSCRIBE))
