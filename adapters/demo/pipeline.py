@@ -353,7 +353,12 @@ class _Chat:
         )
 
     def per_typist(self, group: Group[tuple[str, str], Message]) -> Observable[Message]:
-        return group.pipe(throttle(self.rules.typing_every, latest=True, scheduler=self.scheduler))
+        # The throttle holds its pending signal as a plain tuple: a checkpoint stores that.
+        return group.pipe(
+            select(plain),
+            throttle(self.rules.typing_every, latest=True, scheduler=self.scheduler),
+            select(Message._make),
+        )
 
     def typing(self, signals: Observable[Message]) -> Observable[Message]:
         """4. Typing: at most one signal per (room, user) per period."""

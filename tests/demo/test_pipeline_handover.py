@@ -72,3 +72,18 @@ def test_without_the_groups_state_the_limit_would_start_over() -> None:
     fresh = Member(500.0)
     fresh.say("ada", "one more")
     assert fresh.refused() == []
+
+
+def test_a_pending_typing_signal_is_checkpointed_and_sent_after_the_handover() -> None:
+    """The per-typist throttle holds the latest signal of a period: a checkpoint taken then
+    stores it (as plain JSON) and the new member sends it when the period ends."""
+    first = Member(0.0)
+    for _ in range(2):
+        first.inbound.on_next(Event.create({}, subject="chat.lobby.in.ada", type="chat.typing"))
+    typing = [s for s, _ in first.sent if s == "room.lobby.typing"]
+    assert typing == ["room.lobby.typing"]  # the first at once, the second waits
+    second = first.handed_over(500.0)
+    second.scheduler.advance_by(RULES.typing_every)
+    assert [(s, i) for s, i in second.sent if s == "room.lobby.typing"] == [
+        ("room.lobby.typing", [{"user": "ada"}])
+    ]
