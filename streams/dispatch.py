@@ -118,8 +118,9 @@ class Dispatcher:
             # No duplicate guard needed here: every subscription in ``subs`` existed
             # before ``off`` was assigned, and a stopped one has a no-op ``on_next``.
             for sub in subs:
+                on_next = sub.on_next  # a slot read, then a call: what 3.11 specializes
                 try:
-                    sub.on_next(event)
+                    on_next(event)
                 except Exception as exc:  # a faulty consumer harms nobody else
                     self._drop(sub, exc)
             if self._pending:

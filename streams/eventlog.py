@@ -26,7 +26,7 @@ from typing import Final
 import orjson
 
 from .broker import GapError, Position, Retention
-from .event import Event, EventError
+from .event import Event, EventError, _set_pos, _set_subject
 from .subjects import match, validate_subject
 
 __all__ = ["NO_LIMIT", "EventLog", "Room"]
@@ -137,14 +137,22 @@ class EventLog:
         room = self.rooms.get(subject)
         if room is None:
             room = self.room(subject)
+        subject = room.subject
         off = self.offset + 1
         pos: Position = _new_position(Position, (self.epoch, off))
-        event = event._stamp(room.subject, pos)
+        # Event._stamp's in-place case, inline: a Python call here costs ~7% of a publish
+        # (callgrind). Anything not fresh (stamped, received or encoded) gets its copy.
+        if event._pos is None and event._seq is None and event._json is None:
+            if event.subject is not subject:
+                _set_subject(event, subject)
+            _set_pos(event, pos)
+        else:
+            event = event._stamp(subject, pos)
         entry: Entry = event.encode() if self.packed else event
         self.offset = off
         offsets = room.offsets
         if len(offsets) == room.maxlen:  # the ring drops this subject's oldest entry
-            self._evicted[room.subject] = offsets[0]
+            self._evicted[subject] = offsets[0]
             if self.packed:
                 self.bytes -= len(room.entries[0])  # type: ignore[arg-type]
         else:
@@ -155,15 +163,49 @@ class EventLog:
             self._hold_limits(off, entry)
         return pos, event
 
-    def extend(self, subject: str, events: list[Event]) -> list[tuple[Position, Event]]:
+    def extend(self, subject: str, events: list[Event]) -> tuple[list[Position], list[Event]]:
         """:meth:`append` for a batch (consecutive positions), all or nothing: when bytes
-        are bounded, every event is checked to be encodable before any is stored."""
-        self.room(subject)
+        are bounded, every event is checked to be encodable before any is stored.
+
+        Returns the positions and the stamped events. One loop for the whole batch, not
+        a call per event: this is what makes a batch cheaper than repeated appends.
+        """
+        room = self.room(subject)
         if self.packed:
             for event in events:
                 _check_encodable(event)
-        append = self.append
-        return [append(subject, event) for event in events]
+        subject, epoch, packed = room.subject, self.epoch, self.packed
+        offsets, entries, maxlen = room.offsets, room.entries, room.maxlen
+        positions: list[Position] = []
+        stamped: list[Event] = []
+        for event in events:
+            off = self.offset + 1
+            pos: Position = _new_position(Position, (epoch, off))
+            if event._pos is None and event._seq is None and event._json is None:
+                if event.subject is not subject:
+                    _set_subject(event, subject)
+                _set_pos(event, pos)
+            else:
+                event = event._stamp(subject, pos)
+            entry: Entry = event.encode() if packed else event
+            self.offset = off
+            if len(offsets) == maxlen:
+                self._drop_head(room)
+            else:
+                self.retained += 1
+            offsets.append(off)
+            entries.append(entry)
+            if self._accounting or self.retained > self._max_events:
+                self._hold_limits(off, entry)
+            positions.append(pos)
+            stamped.append(event)
+        return positions, stamped
+
+    def _drop_head(self, room: Room) -> None:
+        """Account the oldest entry of a full room, which its ring is about to drop."""
+        self._evicted[room.subject] = room.offsets[0]
+        if self.packed:
+            self.bytes -= len(room.entries[0])  # type: ignore[arg-type]
 
     # -- retention ------------------------------------------------------------------
     def _hold_limits(self, off: int, entry: Entry) -> None:
