@@ -108,6 +108,7 @@ class EventLog:
         self._accounting = self.packed or self._timed  # every append updates bytes/times
         self.epoch = os.urandom(4).hex()
         self.offset = 0
+        self.head: Position = Position(self.epoch, 0)  # the newest appended position
         self.rooms: dict[str, Room] = {}
         self.retained = 0
         self.bytes = 0
@@ -127,12 +128,15 @@ class EventLog:
             room = self.rooms[subject] = Room(subject, self.retention.max_per_subject)
         return room
 
-    def append(self, subject: str, event: Event) -> tuple[Position, Event]:
-        """Stamp ``event`` with the next position and keep it; returns both.
+    def append(self, subject: str, event: Event) -> Event:
+        """Stamp ``event`` with the next position and keep it; returns the stamped event
+        (``event`` itself when fresh, else a copy); its position is then :attr:`head`.
 
         The one place events enter the log (the hot path: kept flat on purpose). When
         bytes are bounded the event is encoded first, so an event that cannot be
-        encoded raises :class:`~streams.EventError` before anything is stored.
+        encoded raises :class:`~streams.EventError` before anything is stored. The
+        position is an attribute, not a returned pair: building and unpacking a tuple
+        per publish costs ~150 instructions (callgrind), 1.5% of a publish.
         """
         room = self.rooms.get(subject)
         if room is None:
@@ -150,6 +154,7 @@ class EventLog:
             event = event._stamp(subject, pos)
         entry: Entry = event.encode() if self.packed else event
         self.offset = off
+        self.head = pos
         offsets = room.offsets
         if len(offsets) == room.maxlen:  # the ring drops this subject's oldest entry
             self._evicted[subject] = offsets[0]
@@ -161,7 +166,7 @@ class EventLog:
         room.entries.append(entry)
         if self._accounting or self.retained > self._max_events:
             self._hold_limits(off, entry)
-        return pos, event
+        return event
 
     def extend(self, subject: str, events: list[Event]) -> tuple[list[Position], list[Event]]:
         """:meth:`append` for a batch (consecutive positions), all or nothing: when bytes
@@ -189,8 +194,10 @@ class EventLog:
                 event = event._stamp(subject, pos)
             entry: Entry = event.encode() if packed else event
             self.offset = off
-            if len(offsets) == maxlen:
-                self._drop_head(room)
+            if len(offsets) == maxlen:  # the ring drops this subject's oldest entry
+                self._evicted[subject] = offsets[0]
+                if packed:
+                    self.bytes -= len(entries[0])  # type: ignore[arg-type]
             else:
                 self.retained += 1
             offsets.append(off)
@@ -199,13 +206,9 @@ class EventLog:
                 self._hold_limits(off, entry)
             positions.append(pos)
             stamped.append(event)
+        if positions:
+            self.head = positions[-1]
         return positions, stamped
-
-    def _drop_head(self, room: Room) -> None:
-        """Account the oldest entry of a full room, which its ring is about to drop."""
-        self._evicted[room.subject] = room.offsets[0]
-        if self.packed:
-            self.bytes -= len(room.entries[0])  # type: ignore[arg-type]
 
     # -- retention ------------------------------------------------------------------
     def _hold_limits(self, off: int, entry: Entry) -> None:
@@ -276,6 +279,7 @@ class EventLog:
         self._evicted_floor = 0
         self.epoch = os.urandom(4).hex()
         self.offset = 0
+        self.head = Position(self.epoch, 0)
 
     def close(self) -> None:
         self.closed = True
