@@ -415,3 +415,90 @@ def test_a_stored_event_shares_its_room_subject():
         b.publish("".join(["chat.", "lobby"]), i)
     a, c, _ = b.history(">")
     assert a.subject is c.subject
+
+
+RETENTIONS = [
+    Retention(max_events=None, max_per_subject=None),
+    Retention(max_events=4, max_per_subject=None),
+    Retention(max_events=None, max_per_subject=2),
+    Retention(max_events=5, max_bytes=600, max_per_subject=3),
+]
+# How an event arrives: fresh, already published elsewhere, or already encoded.
+KINDS = st.sampled_from(["fresh", "published", "encoded"])
+
+
+def arriving(kind: str, i: int) -> Event:
+    e = Event.create({"i": i})
+    if kind == "published":
+        MemoryBroker().publish("elsewhere", e)
+    elif kind == "encoded":
+        e.encode()
+    return e
+
+
+@given(
+    retention=st.sampled_from(RETENTIONS),
+    batches=st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.lists(KINDS, max_size=6)), max_size=6
+    ),
+)
+def test_batches_and_single_publishes_give_the_same_log_and_deliveries(
+    retention: Retention, batches: list[tuple[str, list[str]]]
+):
+    """publish_many runs its own loop in the log: it must agree with publish event by
+    event (positions, stamps, evictions, bytes, gaps) whatever each event's history."""
+    one, many = MemoryBroker(retention), MemoryBroker(retention)
+    got_one: list[Event] = []
+    got_many: list[Event] = []
+    one.subscribe(">").subscribe(got_one.append)
+    many.subscribe(">").subscribe(got_many.append)
+    pos_one: list[Position] = []
+    pos_many: list[Position] = []
+    n = 0
+    for subject, kinds in batches:
+        for kind in kinds:
+            pos_one.append(one.publish(subject, arriving(kind, n)))
+            n += 1
+        n -= len(kinds)
+        pos_many += many.publish_many(
+            subject, [arriving(kind, n + k) for k, kind in enumerate(kinds)]
+        )
+        n += len(kinds)
+
+    def seen(events: list[Event]) -> list[tuple[object, str | None, str | None]]:
+        return [(e.data, e.subject, (e.sequence or "").split("-")[-1]) for e in events]
+
+    assert [p.offset for p in pos_one] == [p.offset for p in pos_many] == list(range(1, n + 1))
+    assert seen(got_one) == seen(got_many)
+    assert [p.offset for p in pos_many] == offsets(got_many)  # returned = stamped
+    assert seen(one.history(">")) == seen(many.history(">"))
+    assert (len(one), one.published, one.retained_bytes) == (
+        len(many),
+        many.published,
+        many.retained_bytes,
+    )
+    for p in pos_one[:: max(1, n // 4)]:
+        gaps = []
+        for b, q in ((one, p), (many, Position(many.epoch, p.offset))):
+            try:
+                b.history(">", since=q)
+                gaps.append(False)
+            except GapError:
+                gaps.append(True)
+        assert gaps[0] == gaps[1]
+
+
+def test_publish_returns_the_stamped_position_also_for_copies_and_after_purge():
+    b = MemoryBroker()
+    got: list[Event] = []
+    b.subscribe(">").subscribe(got.append)
+    e = Event.create(1)
+    first = b.publish("x", e)
+    again = b.publish("y", e)  # already stamped: published as a copy
+    assert got[0] is e and got[1] is not e
+    assert (e.sequence, got[1].sequence) == (str(first), str(again))
+    assert again.offset == first.offset + 1
+    b.purge()
+    after = b.publish("x", 2)
+    assert (after.epoch, after.offset) == (b.epoch, 1) and got[-1].sequence == str(after)
+    assert b.latest() == after
