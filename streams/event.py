@@ -100,7 +100,7 @@ def _rfc3339(ts: float) -> str:
 # descriptors below, which bypass the guard. Only this module writes a slot, with one
 # exception: ``EventLog.append``/``extend`` (streams.eventlog) stamp a fresh event in
 # place with ``_set_subject``/``_set_pos``, the same test and stores as ``Event._stamp``
-# inlined, because a Python call there is ~4% of a publish (callgrind). Keep the two
+# inlined, because a Python call there is ~3% of a publish (callgrind). Keep the two
 # in step.
 
 
