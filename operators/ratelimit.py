@@ -43,6 +43,15 @@ class RateLimitError(PipelineError):
     """The delay queue of :func:`rate_limit` is full."""
 
 
+def _event_time(t: Any) -> float:
+    """``t`` as a finite time; raises (for ``on_error``) otherwise: an infinite time would
+    stop the bucket refilling for ever, a NaN one would pass unjudged."""
+    time = float(t)
+    if not math.isfinite(time):
+        raise ValueError(f"timestamp must be a finite number, got {time!r}")
+    return time
+
+
 class _Bucket(SnapshotStage):
     stage_kind = "rate_limit"
 
@@ -75,7 +84,7 @@ class _Bucket(SnapshotStage):
             self.refill()
         else:
             try:
-                self.refill_to(float(self.timestamp(value)))
+                self.refill_to(_event_time(self.timestamp(value)))
             except Exception as exc:
                 self.handler(value, exc)
                 return
