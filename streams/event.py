@@ -209,6 +209,10 @@ def _extensions(obj: dict[str, Any]) -> dict[str, Any] | None:
     return ext or None
 
 
+def _unchecked_extensions(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in EVENT_ATTRIBUTES}
+
+
 class Event(_Slots):
     """An immutable CloudEvents 1.0 envelope.
 
@@ -340,7 +344,9 @@ class Event(_Slots):
         stays the cached encoding, so sending the event on costs no re-encoding.
         """
         obj = orjson.loads(raw)
-        ext = None if obj.keys() <= EVENT_ATTRIBUTES else _extensions(obj)
+        # Not _extensions(obj): the names were never validated when the event was made
+        # with ``Event(extensions=...)``, and history must give back what was published.
+        ext = None if obj.keys() <= EVENT_ATTRIBUTES else _unchecked_extensions(obj)
         e = _build(
             obj["id"],
             obj["source"],

@@ -40,6 +40,8 @@ _new_position = tuple.__new__  # Position(epoch, offset) without NamedTuple.__ne
 def _check_encodable(event: Event) -> None:
     try:
         orjson.dumps(event.data)
+        if event.extensions:  # encoded too: a bad value must fail before any is stored
+            orjson.dumps(event.extensions)
     except TypeError as exc:
         raise EventError("data", f"not JSON-serializable: {exc}") from None
 
