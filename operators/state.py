@@ -42,7 +42,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from streams.errors import InvalidInput
@@ -85,13 +85,32 @@ class StageSetError(InvalidInput):
     """A snapshot restored into a pipeline whose stateful stages are not the same set."""
 
 
+@dataclass(slots=True)
+class _Scope:
+    """What was registered under one prefix: its names, the next number per base name, and
+    the scopes opened inside it. Kept so that registering and forgetting cost time in
+    proportion to one group, not to every stage collected (a worker may hold 100k keys)."""
+
+    names: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    children: dict[str, None] = field(default_factory=dict)  # an ordered set
+
+
 @dataclass(frozen=True, slots=True)
 class Collection:
     """The stages of one pipeline being collected (name -> stage), and the prefix the names
-    registered now get (``""`` at the top, ``"<owner>[<part>]/"`` inside a nested stage)."""
+    registered now get (``""`` at the top, ``"<owner>[<part>]/"`` inside a nested stage).
+    ``scopes`` (prefix -> :class:`_Scope`) is shared by every collection of one pipeline."""
 
     stages: dict[str, Stateful]
     prefix: str = ""
+    scopes: dict[str, _Scope] = field(default_factory=dict)
+
+    def scope(self) -> _Scope:
+        s = self.scopes.get(self.prefix)
+        if s is None:
+            s = self.scopes[self.prefix] = _Scope()
+        return s
 
 
 _current: ContextVar[Collection | None] = ContextVar("rx_stateful_stages", default=None)
@@ -105,16 +124,19 @@ def register(stage: Stateful, name: str | None = None, kind: str | None = None) 
     into = _current.get()
     if into is None:
         return None
-    stages = into.stages
+    stages, scope = into.stages, into.scope()
     if name is None:
         base = into.prefix + (kind or type(stage).__name__.lower())
-        n = sum(1 for k in stages if k.rpartition("-")[0] == base)
+        n = scope.counts.get(base, 0)  # the stages of this kind registered in this scope
         name = f"{base}-{n}"
     else:
         name = into.prefix + name
     if name in stages:
         raise StageNameError(f"two stateful stages are named {name!r}")
     stages[name] = stage
+    counted = name.rpartition("-")[0]  # as "<kind>-<n>" numbers it, named or not
+    scope.counts[counted] = scope.counts.get(counted, 0) + 1
+    scope.names.append(name)
     return name
 
 
@@ -156,7 +178,10 @@ def inside(into: Collection | None, owner: str | None, part: str) -> Iterator[No
     stages must not pass for top-level ones)."""
     scoped = None
     if into is not None and owner is not None:
-        scoped = Collection(into.stages, _prefix(owner, part))
+        scoped = Collection(into.stages, _prefix(owner, part), into.scopes)
+        if scoped.prefix not in into.scopes:
+            into.scope().children[scoped.prefix] = None
+            scoped.scope()
     token = _current.set(scoped)
     try:
         yield
@@ -169,8 +194,20 @@ def forget(into: Collection | None, owner: str | None, part: str) -> None:
     if into is None or owner is None:
         return
     prefix = _prefix(owner, part)
-    for name in [n for n in into.stages if n.startswith(prefix)]:
-        del into.stages[name]
+    parent = into.scopes.get(into.prefix)
+    if parent is not None:
+        parent.children.pop(prefix, None)
+    _drop_scope(into, prefix)
+
+
+def _drop_scope(into: Collection, prefix: str) -> None:
+    scope = into.scopes.pop(prefix, None)
+    if scope is None:
+        return
+    for name in scope.names:
+        into.stages.pop(name, None)
+    for child in scope.children:
+        _drop_scope(into, child)
 
 
 def _owner(name: str) -> str:
