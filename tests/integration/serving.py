@@ -17,36 +17,36 @@ ROOT = Path(__file__).parents[2]
 GUARD = 15.0  # turns a hang into a failure; never a timed assertion
 
 
-class Server:
-    """One ``rxstreams serve`` subprocess on a free port."""
+class CliProcess:
+    """One ``python -m adapters.cli <command>`` subprocess that announces its URL on its
+    first line of output; :class:`Server` and the demo cluster tests' ``Demo`` are two."""
 
     def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
         self.proc = proc
         self.url = url
 
-    @classmethod
-    async def start(cls, broker_url: str) -> Server:
+    @staticmethod
+    async def spawn(
+        args: list[str], ready: str, env: dict[str, str] | None = None
+    ) -> tuple[asyncio.subprocess.Process, str]:
+        """Start ``rxstreams <args>`` and return it with its first line, which must contain
+        ``ready`` (otherwise the process is killed and the line reported)."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "adapters.cli",
-            "serve",
-            "tests.integration.apps:idle",
-            "--port",
-            "0",
-            "--broker",
-            broker_url,
+            *args,
             stdout=asyncio.subprocess.PIPE,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         )
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), GUARD)).decode()
-        if "serving on" not in line:
+        if ready not in line:
             proc.kill()
             await proc.wait()
-            raise AssertionError(f"rxstreams serve did not start: {line!r}")
-        return cls(proc, line.rsplit(" ", 1)[1].strip())
+            raise AssertionError(f"rxstreams {args[0]} did not start: {line!r}")
+        return proc, line
 
     async def stop(self) -> None:
         if self.proc.returncode is None:
@@ -56,6 +56,16 @@ class Server:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+
+
+class Server(CliProcess):
+    """One ``rxstreams serve`` subprocess on a free port."""
+
+    @classmethod
+    async def start(cls, broker_url: str) -> Server:
+        args = ["serve", "tests.integration.apps:idle", "--port", "0", "--broker", broker_url]
+        proc, line = await cls.spawn(args, "serving on")
+        return cls(proc, line.rsplit(" ", 1)[1].strip())
 
 
 async def sse_fields(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:

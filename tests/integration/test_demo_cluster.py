@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,60 +25,30 @@ from adapters.demo.cluster import GROUP
 from tests.brokers.conftest import build, dispose, unique_stream
 from tests.brokers.services import require
 
-from .serving import GUARD, ROOT
+from .serving import GUARD, CliProcess
 
 pytestmark = pytest.mark.broker
 
 SETTLE = 2.0  # seconds to wait after the last expected event for a repeat (none may come)
 
 
-class Demo:
+class Demo(CliProcess):
     """One ``rxstreams demo`` subprocess on a free port."""
 
     def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
-        self.proc = proc
-        self.url = url
+        super().__init__(proc, url)
         self.ws_url = url.replace("http", "ws", 1)
 
     @classmethod
     async def start(cls, broker_url: str, secret: str) -> Demo:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "adapters.cli",
-            "demo",
-            "--port",
-            "0",
-            "--bots",
-            "0",
-            "--broker",
-            broker_url,
-            stdout=asyncio.subprocess.PIPE,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "RXSTREAMS_DEMO_SECRET": secret},
-        )
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), GUARD)).decode()
-        if " open " not in line:
-            proc.kill()
-            await proc.wait()
-            raise AssertionError(f"rxstreams demo did not start: {line!r}")
-        url = line.split(" open ", 1)[1].split()[0].rstrip("/")
-        return cls(proc, url)
+        args = ["demo", "--port", "0", "--bots", "0", "--broker", broker_url]
+        proc, line = await cls.spawn(args, " open ", {"RXSTREAMS_DEMO_SECRET": secret})
+        return cls(proc, line.split(" open ", 1)[1].split()[0].rstrip("/"))
 
     async def token(self, http: aiohttp.ClientSession, nick: str) -> str:
         async with http.post(self.url + "/demo/token", json={"nick": nick}) as resp:
             assert resp.status == 200, await resp.text()
             return str((await resp.json())["token"])
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), GUARD)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
 
 
 @pytest.fixture(params=["nats", "redis"])
