@@ -129,9 +129,11 @@ class NatsState:
         parts: Any,
         inline_limit: int | None = None,
         max_checkpoint: int = MAX_CHECKPOINT_BYTES,
+        owns_parts: bool = False,
     ) -> None:
         self.broker = broker
         self.parts = parts  # PartitionLogs: where routed events go
+        self.owns_parts = owns_parts  # close() closes them (state_store made them)
         self.group = group
         self.bucket = bucket_name(broker.stream, group)
         self.objects_bucket = bucket_name(broker.stream, group, "rxo")
@@ -391,6 +393,8 @@ class NatsState:
             with contextlib.suppress(Exception):  # a dead connection is closed enough
                 await self._nc.close()
         self._nc = self._js = self._kv = self._objects = None
+        if self.owns_parts:
+            await self.parts.close()
 
     async def drop(self) -> None:
         await self._store()

@@ -126,11 +126,17 @@ class RedisState:
     """:class:`~.leases.StateStore` in Redis keys beside ``broker``'s stream."""
 
     def __init__(
-        self, broker: Any, group: str, parts: Any, max_checkpoint: int = MAX_CHECKPOINT_BYTES
+        self,
+        broker: Any,
+        group: str,
+        parts: Any,
+        max_checkpoint: int = MAX_CHECKPOINT_BYTES,
+        owns_parts: bool = False,
     ) -> None:
         self.broker = broker
         self.max_checkpoint = max_checkpoint
         self.parts = parts  # PartitionLogs: where routed events go
+        self.owns_parts = owns_parts  # close() closes them (state_store made them)
         self.group = group
         self.prefix = f"rxstreams:{{{broker.stream}}}:g:{group}:"
         self._client: Any = None
@@ -232,6 +238,8 @@ class RedisState:
             with contextlib.suppress(Exception):  # a dead connection is closed enough
                 await self._client.aclose()
         self._client = None
+        if self.owns_parts:
+            await self.parts.close()
 
     async def drop(self) -> None:
         keys = [k async for k in self.client.scan_iter(match=self.prefix + "*", count=1000)]

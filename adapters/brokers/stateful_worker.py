@@ -111,15 +111,17 @@ class CheckpointFailed(Exception):
 
 
 def state_store(broker: Any, group: str, parts: PartitionLogs | None = None) -> StateStore:
-    """The store of ``group``'s leases and checkpoints in ``broker`` itself."""
-    parts = parts if parts is not None else PartitionLogs(broker, group)
+    """The store of ``group``'s leases and checkpoints in ``broker`` itself. Without
+    ``parts`` it makes its own partition logs, and its ``close()`` closes them too."""
+    owns = parts is None
+    logs = PartitionLogs(broker, group) if parts is None else parts
     if hasattr(broker, "log_key"):
         from .redis_state import RedisState
 
-        return RedisState(broker, group, parts)
+        return RedisState(broker, group, logs, owns_parts=owns)
     from .nats_state import NatsState
 
-    return NatsState(broker, group, parts)
+    return NatsState(broker, group, logs, owns_parts=owns)
 
 
 class PartitionPipeline:

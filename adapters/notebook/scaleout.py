@@ -297,7 +297,6 @@ class KeyedWorkers:
             return rows
         finally:
             await store.close()
-            await store.parts.close()  # type: ignore[attr-defined]
 
     async def graph(self, title: str | None = None) -> Any:
         """The group as a pipeline graph: router -> partitions, with owner, position, state."""

@@ -391,3 +391,19 @@ async def test_a_checkpoint_that_cannot_be_stored_is_an_error_and_covers_nothing
     finally:
         outputs.stop()
         await _close(store, failing)
+
+
+async def test_a_store_closes_the_partition_logs_it_made_and_only_those(broker: Any) -> None:
+    made = state_store(broker, GROUP)  # makes its own partition logs
+    log = made.parts.of(0)  # type: ignore[attr-defined]
+    await log.last_position()  # connected
+    await made.close()
+    assert made.parts.of(0) is not log  # type: ignore[attr-defined]  # closed and forgotten
+    await made.close()
+
+    parts = PartitionLogs(broker, GROUP)  # a member's own, shared with its store
+    given = state_store(broker, GROUP, parts)
+    kept = parts.of(0)
+    await given.close()
+    assert parts.of(0) is kept  # the member closes them, not the store
+    await parts.close()

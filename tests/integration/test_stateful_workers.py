@@ -125,7 +125,6 @@ class Group:
             return await store.owners(units(PARTITIONS))
         finally:
             await store.close()
-            await store.parts.close()  # type: ignore[attr-defined]
 
     async def committed(self) -> int:
         """Inputs counted by the partitions' committed checkpoints."""
@@ -134,7 +133,6 @@ class Group:
             checkpoints = [await store.checkpoint(u) for u in units(PARTITIONS)[1:]]
         finally:
             await store.close()
-            await store.parts.close()  # type: ignore[attr-defined]
         return sum(c.events for c in checkpoints if c is not None)
 
     async def stop(self) -> None:
@@ -303,7 +301,6 @@ async def test_members_leaving_and_joining_keep_one_owner_per_unit(group: Group)
         router = await store.checkpoint("router")
     finally:
         await store.close()
-        await store.parts.close()  # type: ignore[attr-defined]
     assert router is not None and router.events == EVENTS
     assert sum(c.events for c in checkpoints if c is not None) == EVENTS
 
