@@ -202,28 +202,30 @@ def create_demo_app(
     if is_networked(broker):
         app[CLUSTER] = Cluster(partitions)
 
-    async def pipeline(app: web.Application) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
+    @contextlib.asynccontextmanager
+    async def chat(app: web.Application) -> AsyncIterator[None]:
+        """The chat pipeline: this process's share of the cluster's, or all of it."""
         if CLUSTER in app:
             async with _member(app, rules, app[CLUSTER]):
-                players = loop.create_task(run_bots(broker, bots, pace=bot_pace)) if bots else None
                 yield
-                if players is not None:
-                    players.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await players
             return
         send = BrokerSend(app[BROKER])
         inbound = reactivex.merge(*(broker.subscribe(p) for p in INBOUND))
+        loop = asyncio.get_running_loop()
         running = build_pipeline(inbound, send, rules, scheduler=AsyncIOScheduler(loop))
-        players = loop.create_task(run_bots(broker, bots, pace=bot_pace)) if bots else None
         yield
-        if players is not None:
-            players.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await players
         running.dispose()
         await send.aclose()
+
+    async def pipeline(app: web.Application) -> AsyncIterator[None]:
+        async with chat(app):
+            loop = asyncio.get_running_loop()
+            players = loop.create_task(run_bots(broker, bots, pace=bot_pace)) if bots else None
+            yield
+            if players is not None:
+                players.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await players
 
     app.cleanup_ctx.append(pipeline)
     return app
