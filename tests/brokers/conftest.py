@@ -111,3 +111,21 @@ class Collector:
         await self.until(lambda c: c.error is not None or c.completed)
         assert self.error is not None, "expected the subscription to fail"
         return self.error
+
+
+async def object_names(store: Any) -> list[str]:
+    """The names of the live objects in a NATS state store's object store (big checkpoints)."""
+    objects = await store._object_store(create=False)
+    if objects is None:
+        return []
+    try:
+        return sorted(i.name for i in await objects.list(ignore_deletes=True))
+    except Exception:  # nats-py raises NotFoundError for an empty store
+        return []
+
+
+async def close_stores(*stores: Any) -> None:
+    """Close state stores made with partition logs of their own, and those logs."""
+    for store in stores:
+        await store.close()
+        await store.parts.close()

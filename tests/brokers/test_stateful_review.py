@@ -15,7 +15,7 @@ from adapters.brokers.nats_state import NatsState, pointed
 from adapters.brokers.partition_logs import PartitionLogs
 from adapters.brokers.partitions import Checkpoint
 
-from .conftest import UNBOUNDED, unique_stream
+from .conftest import UNBOUNDED, close_stores, object_names, unique_stream
 from .services import require
 
 pytestmark = pytest.mark.broker
@@ -42,28 +42,12 @@ def _big(n: int) -> Checkpoint:
     return Checkpoint(None, {"seen": [f"id-{n}-{i:06d}" for i in range(2000)]}, [], n)
 
 
-async def _objects(store: NatsState) -> list[str]:
-    objects = await store._object_store(create=False)
-    if objects is None:
-        return []
-    try:
-        return sorted(i.name for i in await objects.list(ignore_deletes=True))
-    except Exception:  # nats-py raises NotFoundError for an empty store
-        return []
-
-
 async def _commits(store: NatsState, lease: Lease, cp: Checkpoint) -> bool:
     try:
         await store.commit(lease, cp, [])
     except Fenced:
         return False
     return True
-
-
-async def _close(*stores: NatsState) -> None:
-    for s in stores:
-        await s.close()
-        await s.parts.close()
 
 
 async def test_of_two_concurrent_claims_only_the_later_can_commit(broker: Any) -> None:
@@ -81,9 +65,9 @@ async def test_of_two_concurrent_claims_only_the_later_can_commit(broker: Any) -
         assert await _commits(store[id(later)], later, _big(3))
         assert await a_store.checkpoint("p0") == _big(3)
         raw, _ = await a_store._get("ckpt.p0")
-        assert await _objects(a_store) == [pointed(raw)]
+        assert await object_names(a_store) == [pointed(raw)]
     finally:
-        await _close(a_store, b_store)
+        await close_stores(a_store, b_store)
 
 
 async def test_a_zombie_commit_racing_a_claim_is_either_taken_over_or_fenced(
@@ -100,10 +84,10 @@ async def test_a_zombie_commit_racing_a_claim_is_either_taken_over_or_fenced(
         assert await _commits(n_store, n, _big(3))
         assert not await _commits(z_store, z, _big(4))
         raw, _ = await n_store._get("ckpt.p0")
-        assert await _objects(n_store) == [pointed(raw)]
+        assert await object_names(n_store) == [pointed(raw)]
         assert await n_store.checkpoint("p0") == _big(3)
     finally:
-        await _close(z_store, n_store)
+        await close_stores(z_store, n_store)
 
 
 async def test_a_reader_racing_commits_sees_whole_checkpoints(broker: Any) -> None:
@@ -128,4 +112,4 @@ async def test_a_reader_racing_commits_sees_whole_checkpoints(broker: Any) -> No
         _, seen = await asyncio.gather(write(), read())
         assert seen and all(cp is not None and cp == _big(cp.events) for cp in seen)
     finally:
-        await _close(w_store, r_store)
+        await close_stores(w_store, r_store)

@@ -41,7 +41,7 @@ from adapters.brokers.stateful_worker import KeyedSettings, Member, state_store
 from streams import Event, Position
 from tests.integration.stateful_pipelines import canonical, make_inputs, oracle, pipeline
 
-from .conftest import UNBOUNDED, unique_stream
+from .conftest import UNBOUNDED, close_stores, object_names, unique_stream
 from .services import require
 
 pytestmark = pytest.mark.broker
@@ -75,23 +75,6 @@ def _store(broker: Any, **limits: Any) -> Any:
     return cls(broker, GROUP, parts, **limits)
 
 
-async def _close(*stores: Any) -> None:
-    for store in stores:
-        await store.close()
-        await store.parts.close()
-
-
-async def _objects(store: NatsState) -> list[str]:
-    """The names of the live objects in the group's object store."""
-    objects = await store._object_store(create=False)
-    if objects is None:
-        return []
-    try:
-        return sorted(i.name for i in await objects.list(ignore_deletes=True))
-    except Exception:  # nats-py raises NotFoundError for an empty store
-        return []
-
-
 async def _remaining(store: Any, partition: int) -> list[int]:
     """The offsets still stored in ``partition``'s log, oldest first."""
     logged = store.parts.of(partition)
@@ -121,7 +104,8 @@ async def test_a_checkpoint_of_five_megabytes_round_trips_and_is_taken_over(brok
         assert await a_store.checkpoint("p0") == big
         if isinstance(a_store, NatsState):  # the KV record only points to the object
             raw, _ = await a_store._get("ckpt.p0")
-            assert raw is not None and len(raw) < 200 and pointed(raw) in await _objects(a_store)
+            assert raw is not None and len(raw) < 200
+            assert pointed(raw) in await object_names(a_store)
         await a_store.release(a)
         b = await b_store.acquire("p0", "b", 30)
         assert b is not None
@@ -131,17 +115,17 @@ async def test_a_checkpoint_of_five_megabytes_round_trips_and_is_taken_over(brok
             await a_store.commit(a, bigger, [])  # the zombie's large commit
         assert await b_store.checkpoint("p0") == big
         if isinstance(b_store, NatsState):  # and it left no object behind
-            assert await _objects(b_store) == [pointed((await b_store._get("ckpt.p0"))[0])]
+            assert await object_names(b_store) == [pointed((await b_store._get("ckpt.p0"))[0])]
         await b_store.commit(b, bigger, [])
         assert await a_store.checkpoint("p0") == bigger
         if isinstance(b_store, NatsState):  # the object it replaced is gone
-            assert len(await _objects(b_store)) == 1
+            assert len(await object_names(b_store)) == 1
             small = Checkpoint(None, {"dedupe": {"seen": ["m1"]}}, [], 9)
             await b_store.commit(b, small, [])  # fits in the record again: no object left
             assert await a_store.checkpoint("p0") == small
-            assert await _objects(b_store) == []
+            assert await object_names(b_store) == []
     finally:
-        await _close(a_store, b_store)
+        await close_stores(a_store, b_store)
 
 
 async def test_a_crash_between_object_and_pointer_leaves_nothing_after_the_next_claim() -> None:
@@ -158,11 +142,11 @@ async def test_a_crash_between_object_and_pointer_leaves_nothing_after_the_next_
         # What a member that died after writing its next object, before the pointer, left:
         await objects.put(f"p0.{a.token}.orphan", b"never pointed to")
         await objects.put("p1.1.other", b"another unit's")
-        assert len(await _objects(store)) == 3
+        assert len(await object_names(store)) == 3
         await store.release(a)
         b = await store.acquire("p0", "b", 30)
         assert b is not None and await store.claim(b) == kept
-        assert name is not None and await _objects(store) == sorted([name, "p1.1.other"])
+        assert name is not None and await object_names(store) == sorted([name, "p1.1.other"])
     finally:
         await asyncio.wait_for(store.drop(), 20)
         await broker.drop()
@@ -183,7 +167,7 @@ async def test_a_checkpoint_over_the_limit_is_refused_and_the_last_one_kept(brok
         assert await store.checkpoint("p0") == small
         assert (await broker.health())["messages"] == 0  # its output was not published
     finally:
-        await _close(store)
+        await close_stores(store)
 
 
 async def test_a_commit_trims_its_partition_log_and_a_zombie_trims_nothing(broker: Any) -> None:
@@ -209,7 +193,7 @@ async def test_a_commit_trims_its_partition_log_and_a_zombie_trims_nothing(broke
         await b_store.commit(b, Checkpoint(pos[6], {}, [], 7), [])
         assert await _remaining(b_store, 0) == at[6:]
     finally:
-        await _close(a_store, b_store)
+        await close_stores(a_store, b_store)
 
 
 class Outputs:
@@ -303,7 +287,7 @@ async def test_logs_hold_only_the_uncovered_tail_and_a_takeover_after_trimming_i
         await _until(lambda: outputs.contents() == want, "every output")
     finally:
         outputs.stop()
-        await _close(store)
+        await close_stores(store)
 
 
 async def _equals(count: Any, n: int) -> bool:
@@ -355,7 +339,7 @@ async def test_a_partition_whose_state_outgrows_a_message_goes_on_after_a_takeov
         assert msgs == [d["msg"] for d in _long_ids(0, 9000)]
     finally:
         outputs.stop()
-        await _close(store)
+        await close_stores(store)
 
 
 async def test_a_checkpoint_that_cannot_be_stored_is_an_error_and_covers_nothing(
@@ -390,7 +374,7 @@ async def test_a_checkpoint_that_cannot_be_stored_is_an_error_and_covers_nothing
         await _until(lambda: outputs.contents() == want, "every output")
     finally:
         outputs.stop()
-        await _close(store, failing)
+        await close_stores(store, failing)
 
 
 async def test_a_store_closes_the_partition_logs_it_made_and_only_those(broker: Any) -> None:
