@@ -129,3 +129,13 @@ async def close_stores(*stores: Any) -> None:
     for store in stores:
         await store.close()
         await store.parts.close()
+
+
+@pytest.fixture
+async def raw(broker: Any) -> AsyncIterator[Any]:
+    """A plain redis-py client on the test Redis (after ``broker``, so its stream exists)."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis.from_url(require("redis"))
+    yield r
+    await r.aclose()

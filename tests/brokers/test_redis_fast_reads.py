@@ -11,14 +11,12 @@ from typing import Any
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from adapters.brokers.foreign import EXTERNAL_TYPE, read_entry
 from adapters.brokers.positions import redis_offset
 from streams import Event, Position
 
 from .conftest import Collector, build, dispose
-from .services import require
 
 pytestmark = pytest.mark.broker
 
@@ -28,13 +26,6 @@ async def broker() -> AsyncIterator[Any]:
     b = build("redis", batch=8)  # small batches: replay crosses many scan replies
     yield b
     await dispose(b)
-
-
-@pytest.fixture
-async def raw(broker: Any) -> AsyncIterator[Any]:
-    r = aioredis.Redis.from_url(require("redis"))
-    yield r
-    await r.aclose()
 
 
 def _full(payload: bytes, subject: str, pos: Position) -> Event:

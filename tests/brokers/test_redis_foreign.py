@@ -13,14 +13,12 @@ from typing import Any
 import orjson
 import pytest
 import reactivex.operators as ops
-import redis.asyncio as aioredis
 
 from adapters.brokers.foreign import EXTERNAL_TYPE
 from adapters.brokers.positions import redis_offset
 from streams import Event, Position
 
 from .conftest import Collector, build, dispose
-from .services import require
 
 pytestmark = pytest.mark.broker
 GUARD = 20.0  # turns a hang into a failure
@@ -33,13 +31,6 @@ async def broker() -> AsyncIterator[Any]:
     b = build("redis")
     yield b
     await dispose(b)
-
-
-@pytest.fixture
-async def raw(broker: Any) -> AsyncIterator[Any]:
-    r = aioredis.Redis.from_url(require("redis"))
-    yield r
-    await r.aclose()
 
 
 async def add(raw: Any, broker: Any, fields: dict[str, Any]) -> Position:
